@@ -1,0 +1,191 @@
+"""Load a data set by name or from arrays, split it with a seed, and standardize on the training part.
+
+Owns the in-memory `Dataset` every strategy reads from; file formats live in idx.py and files.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from cadence.config import DataConfig
+from cadence.data.checks import as_numpy, check_features, check_targets
+from cadence.errors import DataError
+
+BUILTIN = ("digits", "fashion-mnist", "mnist")
+
+
+@dataclass
+class Dataset:
+    """Train/validation/test tensors in memory, already standardized with training statistics."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    task: str = "classification"
+    n_classes: int | None = None
+    name: str = "arrays"
+    class_names: list[str] = field(default_factory=list)
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_features(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes if self.task == "classification" else (
+            1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: {self.task}, input {self.input_shape}, "
+            f"{len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test"
+            + (f", {self.n_classes} classes" if self.n_classes else "")
+        )
+
+
+def _infer_task(y: np.ndarray, task: str) -> str:
+    if task != "auto":
+        return task
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return "classification"
+    return "regression"
+
+
+def from_arrays(
+    x,
+    y,
+    *,
+    x_test=None,
+    y_test=None,
+    config: DataConfig | None = None,
+    seed: int = 0,
+    n_classes: int | None = None,
+    name: str = "arrays",
+    class_names: list[str] | None = None,
+) -> Dataset:
+    """Build a Dataset from arrays: checks, seeded split, standardization fitted on the training part.
+
+    Raises:
+        DataError: empty data, wrong shapes, non-finite values, labels outside [0, n_classes).
+    """
+    config = config or DataConfig()
+    x = as_numpy(x, "features")
+    y = as_numpy(y, "targets")
+    check_features(x)
+    task = _infer_task(y, config.task)
+    if task == "classification":
+        if n_classes is None:
+            check_targets(y, len(x), "regression", None)  # numeric + finite before max()
+            n_classes = int(np.max(y)) + 1
+        check_targets(y, len(x), task, n_classes)
+        y = y.reshape(-1).astype(np.int64)
+    else:
+        check_targets(y, len(x), task, None)
+        y = y.astype(np.float32)
+    if x_test is not None:
+        x_test = as_numpy(x_test, "test features")
+        y_test = as_numpy(y_test, "test targets")
+        check_features(x_test, "test features")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(f"test features have shape {x_test.shape[1:]} per sample, training {x.shape[1:]}.")
+        check_targets(y_test, len(x_test), task, n_classes, "test labels")
+        y_test = y_test.reshape(-1).astype(np.int64) if task == "classification" else y_test.astype(np.float32)
+
+    if config.limit is not None:
+        x, y = x[: config.limit], y[: config.limit]
+    strat = y if task == "classification" and np.bincount(y).min(initial=0) >= 2 else None
+    idx = np.arange(len(x))
+    if x_test is None and config.test_fraction > 0:
+        idx, test_idx = train_test_split(idx, test_size=config.test_fraction, random_state=seed, stratify=strat)
+        x_test, y_test = x[test_idx], y[test_idx]
+    train_idx, val_idx = idx, idx[:0]
+    if config.val_fraction > 0:
+        # val_fraction is of all samples given; convert to a fraction of what the test split left.
+        frac = min(config.val_fraction * len(x) / len(idx), 0.9)
+        sub = strat[idx] if strat is not None else None
+        if sub is not None and np.bincount(sub).min(initial=0) < 2:
+            sub = None
+        train_idx, val_idx = train_test_split(idx, test_size=frac, random_state=seed, stratify=sub)
+    if x_test is None:
+        x_test, y_test = x[:0], y[:0]
+    if len(train_idx) == 0:
+        raise DataError(f"the training part is empty after the split ({len(x)} samples). Fix: pass more data.")
+
+    xf = x.astype(np.float32)
+    x_train, x_val, x_test = xf[train_idx], xf[val_idx], x_test.astype(np.float32)
+    mean = std = None
+    if config.standardize != "none":
+        axis = 0 if config.standardize == "feature" else None
+        mean = x_train.mean(axis=axis, keepdims=axis is not None).astype(np.float32)
+        std = x_train.std(axis=axis, keepdims=axis is not None).astype(np.float32)
+        std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant features stay at 0
+        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    return Dataset(
+        x_train=t(x_train), y_train=t(y[train_idx]), x_val=t(x_val), y_val=t(y[val_idx]),
+        x_test=t(x_test), y_test=t(y_test), task=task, n_classes=n_classes if task == "classification" else None,
+        name=name, class_names=class_names or [], mean=None if mean is None else torch.as_tensor(mean),
+        std=None if std is None else torch.as_tensor(std),
+    )
+
+
+def load_data(config: DataConfig | None = None, seed: int = 0) -> Dataset:
+    """Load the data set named by `config.name`: a built-in name, a .csv file or an image folder.
+
+    Raises:
+        DataError: unknown name, missing files, or malformed content.
+    """
+    config = config or DataConfig()
+    name = config.name
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return from_arrays(bunch.data, bunch.target, config=config, seed=seed, n_classes=10, name="digits",
+                           class_names=[str(c) for c in range(10)])
+    if name in ("fashion-mnist", "mnist"):
+        from cadence.data.idx import load_idx_dataset
+
+        x, y, xt, yt = load_idx_dataset(name, data_dir=config.data_dir)
+        cfg = config.model_copy(update={"test_fraction": 0.0})
+        return from_arrays(x.reshape(len(x), -1), y.astype(np.int64), x_test=xt.reshape(len(xt), -1),
+                           y_test=yt.astype(np.int64), config=cfg, seed=seed, n_classes=10, name=name,
+                           class_names=FASHION_CLASSES if name == "fashion-mnist" else [str(c) for c in range(10)])
+    path = Path(name)
+    if path.suffix.lower() == ".csv":
+        from cadence.data.files import load_csv
+
+        x, y, _ = load_csv(path, config.target)
+        return from_arrays(x, y, config=config, seed=seed, name=path.name)
+    if path.is_dir():
+        from cadence.data.files import load_image_folder
+
+        x, y, classes = load_image_folder(path, size=config.image_size)
+        return from_arrays(x, y, config=config, seed=seed, n_classes=len(classes), name=path.name,
+                           class_names=classes)
+    raise DataError(
+        f"unknown data set {name!r}. Allowed: {', '.join(BUILTIN)}, a path to a .csv file (with --target), "
+        "or a folder of images with one subfolder per class."
+    )
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
