@@ -75,7 +75,7 @@ class OptimizerConfig(_Model):
     name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0.0)
     momentum: float | None = Field(None, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float | None = Field(None, ge=0.0, description="default: 0, or 0.01 for adamw")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
     alpha: float = Field(0.99, gt=0.0, lt=1.0, description="RMSprop smoothing constant (rho)")

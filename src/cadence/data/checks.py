@@ -17,7 +17,9 @@ def as_numpy(a, what: str) -> np.ndarray:
     try:
         return np.asarray(a)
     except Exception as err:  # ragged lists and the like
-        raise DataError(f"{what} could not be read as an array: {err}. Fix: pass a NumPy array or tensor.") from None
+        raise DataError(
+            f"{what} could not be read as an array: {err}. Fix: pass a NumPy array or tensor."
+        ) from None
 
 
 def check_features(x: np.ndarray, what: str = "features") -> None:
@@ -47,8 +49,7 @@ def check_targets(y: np.ndarray, n_samples: int, task: str, n_classes: int | Non
         y = y[:, 0]
     if y.shape[0] != n_samples:
         raise DataError(
-            f"{what} has {y.shape[0]} rows but the features have {n_samples}. "
-            "Fix: pass one target per sample."
+            f"{what} has {y.shape[0]} rows but the features have {n_samples}. Fix: pass one target per sample."
         )
     if task == "classification":
         if y.ndim != 1:

@@ -46,8 +46,10 @@ class Dataset:
 
     @property
     def n_outputs(self) -> int:
-        return self.n_classes if self.task == "classification" else (
-            1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
+        return (
+            self.n_classes
+            if self.task == "classification"
+            else (1 if self.y_train.ndim == 1 else int(self.y_train.shape[1]))
         )
 
     def describe(self) -> str:
@@ -140,9 +142,17 @@ def from_arrays(
         return torch.from_numpy(np.ascontiguousarray(a))
 
     return Dataset(
-        x_train=t(x_train), y_train=t(y[train_idx]), x_val=t(x_val), y_val=t(y[val_idx]),
-        x_test=t(x_test), y_test=t(y_test), task=task, n_classes=n_classes if task == "classification" else None,
-        name=name, class_names=class_names or [], mean=None if mean is None else torch.as_tensor(mean),
+        x_train=t(x_train),
+        y_train=t(y[train_idx]),
+        x_val=t(x_val),
+        y_val=t(y[val_idx]),
+        x_test=t(x_test),
+        y_test=t(y_test),
+        task=task,
+        n_classes=n_classes if task == "classification" else None,
+        name=name,
+        class_names=class_names or [],
+        mean=None if mean is None else torch.as_tensor(mean),
         std=None if std is None else torch.as_tensor(std),
     )
 
@@ -159,16 +169,31 @@ def load_data(config: DataConfig | None = None, seed: int = 0) -> Dataset:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        return from_arrays(bunch.data, bunch.target, config=config, seed=seed, n_classes=10, name="digits",
-                           class_names=[str(c) for c in range(10)])
+        return from_arrays(
+            bunch.data,
+            bunch.target,
+            config=config,
+            seed=seed,
+            n_classes=10,
+            name="digits",
+            class_names=[str(c) for c in range(10)],
+        )
     if name in ("fashion-mnist", "mnist"):
         from cadence.data.idx import load_idx_dataset
 
         x, y, xt, yt = load_idx_dataset(name, data_dir=config.data_dir)
         cfg = config.model_copy(update={"test_fraction": 0.0})
-        return from_arrays(x.reshape(len(x), -1), y.astype(np.int64), x_test=xt.reshape(len(xt), -1),
-                           y_test=yt.astype(np.int64), config=cfg, seed=seed, n_classes=10, name=name,
-                           class_names=FASHION_CLASSES if name == "fashion-mnist" else [str(c) for c in range(10)])
+        return from_arrays(
+            x.reshape(len(x), -1),
+            y.astype(np.int64),
+            x_test=xt.reshape(len(xt), -1),
+            y_test=yt.astype(np.int64),
+            config=cfg,
+            seed=seed,
+            n_classes=10,
+            name=name,
+            class_names=FASHION_CLASSES if name == "fashion-mnist" else [str(c) for c in range(10)],
+        )
     path = Path(name)
     if path.suffix.lower() == ".csv":
         from cadence.data.files import load_csv
@@ -179,13 +204,24 @@ def load_data(config: DataConfig | None = None, seed: int = 0) -> Dataset:
         from cadence.data.files import load_image_folder
 
         x, y, classes = load_image_folder(path, size=config.image_size)
-        return from_arrays(x, y, config=config, seed=seed, n_classes=len(classes), name=path.name,
-                           class_names=classes)
+        return from_arrays(
+            x, y, config=config, seed=seed, n_classes=len(classes), name=path.name, class_names=classes
+        )
     raise DataError(
         f"unknown data set {name!r}. Allowed: {', '.join(BUILTIN)}, a path to a .csv file (with --target), "
         "or a folder of images with one subfolder per class."
     )
 
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]

@@ -1,0 +1,8 @@
+"""The training engine: strategies, the loop, one update, stop checks, callbacks' protocol."""
+
+from cadence.engine.events import Callback, TrainState
+from cadence.engine.loop import train
+from cadence.engine.run import Run
+from cadence.engine.stopping import StopReason
+
+__all__ = ["Callback", "Run", "StopReason", "TrainState", "train"]

@@ -1,0 +1,1 @@
+"""Reports: rich tables now; plots, HTML and the recommendation later."""

@@ -1,0 +1,54 @@
+"""The Callback protocol the loop calls: four events, read-only state, and a way to ask to stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from cadence.config import RunConfig
+
+if TYPE_CHECKING:
+    from cadence.engine.run import Run
+    from cadence.engine.stopping import StopReason
+
+
+@dataclass
+class TrainState:
+    """What the loop knows at a point in the run. Callbacks read it; only the loop writes it."""
+
+    config: RunConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    n_train: int
+    updates_per_epoch: int
+    epoch: int = 0  # the epoch the last update belonged to
+    epochs_done: int = 0
+    position: int = 0  # samples of the current epoch already trained
+    updates: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    lr: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    skipped_updates: int = 0
+
+
+class Callback:
+    """Override any of the four events. `on_update_end` and `on_epoch_end` may return a StopReason."""
+
+    def on_run_start(self, state: TrainState) -> None:
+        pass
+
+    def on_update_end(self, state: TrainState) -> StopReason | None:
+        return None
+
+    def on_epoch_end(self, state: TrainState) -> StopReason | None:
+        return None
+
+    def on_run_end(self, state: TrainState, run: Run) -> None:
+        pass

@@ -1,0 +1,80 @@
+"""Strategies decide which samples feed each update, and nothing else.
+
+A strategy turns (training-set size, seed) into a sequence of `Update`s: full-batch yields one update per
+epoch made of memory-bounded chunks (the exact gradient), mini-batch one per batch, online one per sample.
+The order of epoch e depends only on (seed, e), so a position (epoch, samples into the epoch) is enough to
+resume exactly. The stream strategy has no epochs: it is served by a Stream source (data/streams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from cadence.config import Strategy, StrategyConfig
+from cadence.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One optimizer step: index chunks into the training set whose gradients are summed."""
+
+    chunks: tuple[torch.Tensor, ...]
+    n_samples: int
+    epoch: int
+    position: int  # samples of this epoch consumed once this update is done
+    epoch_end: bool
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+    """The sample order of `epoch`: a permutation drawn from its own generator, seeded by (seed, epoch)."""
+    if not shuffle:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen)
+
+
+def updates_per_epoch(config: StrategyConfig, n: int) -> int:
+    if config.name == Strategy.FULL_BATCH:
+        return 1
+    if config.name == Strategy.ONLINE:
+        return n
+    full, rest = divmod(n, config.batch_size)
+    return full + (1 if rest and not config.drop_last else 0)
+
+
+def updates(
+    config: StrategyConfig, n: int, seed: int, start_epoch: int = 0, start_position: int = 0
+) -> Iterator[Update]:
+    """Yield updates forever (the loop's budget ends the run), starting at (start_epoch, start_position).
+
+    Raises:
+        ConfigError: the stream strategy (it reads a Stream, not an in-memory set), or a batch larger
+            than the data with drop_last, which would yield nothing.
+    """
+    if config.name == Strategy.STREAM:
+        raise ConfigError(
+            "strategy 'stream' reads from a Stream source, not an in-memory data set. "
+            "Fix: use full-batch, mini-batch or online here."
+        )
+    if config.name == Strategy.MINI_BATCH and config.drop_last and config.batch_size > n:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is larger than the {n} training samples and "
+            "drop_last is set, so no batch would ever be trained. Fix: lower batch_size."
+        )
+    epoch, position = start_epoch, start_position
+    while True:
+        if config.name == Strategy.FULL_BATCH:
+            # Order does not change the exact gradient; chunks only bound memory.
+            yield Update(torch.arange(n).split(config.chunk_size), n, epoch, n, True)
+        else:
+            order = epoch_order(n, seed, epoch, config.shuffle)
+            size = 1 if config.name == Strategy.ONLINE else config.batch_size
+            last = n - n % size if (config.drop_last and n % size) else n
+            for start in range(position, last, size):
+                batch = order[start : start + size]
+                stop = start + len(batch)
+                yield Update(batch.split(config.chunk_size), len(batch), epoch, stop, stop >= last)
+        epoch, position = epoch + 1, 0
