@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when missing, installs
+# the pinned CPU torch wheel, the package with its dev extras, and the system packages the tests need.
+# Idempotent: stamps record what is done, so a second run skips it.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+# Debian packages: the Fashion-MNIST IDX files (tests train on them).
+SYSTEM_PACKAGES ?= dataset-fashion-mnist
+STAMP := $(VENV)/.installed-$(subst =,-,$(subst <,,$(subst >,,$(TORCH))))
+
+.PHONY: demo test lint format bench system-deps clean venv
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+system-deps:
+	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+demo: $(STAMP)
+	$(BIN)/cadence compare --data digits
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
