@@ -46,11 +46,11 @@ MIRRORS: dict[str, list[str]] = {
     "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
 
-# SHA-256 of the published .gz files. torchvision's mnist.py lists only MD5; these SHA-256 values are
-# the ones several independent downloaders publish for the same files (e.g. torchvision's Ruby port for
-# MNIST, the Zalando-hosted files for Fashion-MNIST) and they agree with each other.
-# Debian's dataset-fashion-mnist re-gzips the files (no stored name, 2020 mtime), so its .gz bytes hash
-# differently; that is why files found on disk are checked by structure, not by checksum.
+# SHA-256 of the published .gz files. torchvision's mnist.py lists only MD5, so these are the values that
+# several independent projects pin for the same files (for MNIST e.g. torchvision's Ruby port; for
+# Fashion-MNIST projects pinning the Zalando S3 and GitHub copies); the sources agree with each other.
+# They were not re-hashed here (no network). Debian's dataset-fashion-mnist re-gzips the files (no stored
+# name, a 2020 mtime), so its .gz bytes hash differently: files found on disk are checked by structure.
 CHECKSUMS: dict[str, dict[str, str]] = {
     "mnist": {
         "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
