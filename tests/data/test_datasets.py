@@ -165,3 +165,18 @@ def test_load_data_fashion_mnist_shapes(debian_fashion_dir):
     assert (data.task, data.n_classes, data.class_names) == ("classification", 10, FASHION_CLASSES)
     assert torch.equal(torch.bincount(data.y_val), torch.full((10,), 600))  # stratified
     assert abs(float(data.x_train.mean())) < 1e-3
+
+
+def test_auto_standardization_uses_one_scale_for_images_and_per_feature_for_tables():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(200, 4, 4)).astype(np.float32)
+    x[:, 0, 0] = 0.0  # a constant "border pixel": per-feature scaling would leave it at 0 and rescale the rest
+    y = rng.integers(0, 2, size=200)
+    images = from_arrays(x, y, config=DataConfig(val_fraction=0.0, test_fraction=0.0))
+    assert images.mean.numel() == 1 and images.std.numel() == 1
+    tables = from_arrays(x.reshape(200, -1), y, config=DataConfig(val_fraction=0.0, test_fraction=0.0))
+    assert tables.mean.shape == (1, 16)
+    flagged = from_arrays(
+        x.reshape(200, -1), y, config=DataConfig(val_fraction=0.0, test_fraction=0.0), images=True
+    )
+    assert flagged.mean.numel() == 1

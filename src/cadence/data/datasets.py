@@ -80,6 +80,7 @@ def from_arrays(
     n_classes: int | None = None,
     name: str = "arrays",
     class_names: list[str] | None = None,
+    images: bool = False,
 ) -> Dataset:
     """Build a Dataset from arrays: checks, seeded split, standardization fitted on the training part.
 
@@ -134,8 +135,12 @@ def from_arrays(
     xf = x.astype(np.float32)
     x_train, x_val, x_test = xf[train_idx], xf[val_idx], x_test.astype(np.float32)
     mean = std = None
-    if config.standardize != "none":
-        axis = 0 if config.standardize == "feature" else None
+    mode = config.standardize
+    if mode == "auto":
+        # Per-pixel scaling blows up the noise of near-constant border pixels; images share one scale.
+        mode = "global" if images or x.ndim > 2 else "feature"
+    if mode != "none":
+        axis = 0 if mode == "feature" else None
         mean = x_train.mean(axis=axis, keepdims=axis is not None).astype(np.float32)
         std = x_train.std(axis=axis, keepdims=axis is not None).astype(np.float32)
         std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant features stay at 0
@@ -217,6 +222,7 @@ def load_data(config: DataConfig | None = None, seed: int = 0) -> Dataset:
             n_classes=10,
             name=name,
             class_names=FASHION_CLASSES if name == "fashion-mnist" else [str(c) for c in range(10)],
+            images=True,
         )
     path = Path(name)
     if path.suffix.lower() == ".csv":
