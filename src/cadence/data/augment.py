@@ -72,6 +72,13 @@ class Augmenter:
     def __call__(self, x: torch.Tensor, epoch: int, position: int, n: int, offset: int = 0) -> torch.Tensor:
         """Augment `x`, the samples [offset, offset + len(x)) of an update of `n` samples."""
         angles, shifts, flips = (d[offset : offset + len(x)] for d in self.draw(n, epoch, position))
+        return self.apply(x, angles, shifts, flips)
+
+    def apply(
+        self, x: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor
+    ) -> torch.Tensor:
+        """Flip where `flips`, rotate by `angles` (radians; +pi/2 is torch.rot90(k=1) of the (H, W) image) and
+        move by `shifts` (dx columns right, dy rows down), one of each per sample."""
         c_, h, w = self.shape
         img = x.reshape(len(x), c_, h, w)
         if self.std is not None:
