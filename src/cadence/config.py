@@ -38,7 +38,9 @@ class DataConfig(_Model):
     image_size: tuple[int, int] = (28, 28)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    standardize: Literal["feature", "global", "none"] = "feature"
+    standardize: Literal["auto", "feature", "global", "none"] = Field(
+        "auto", description="auto: one mean/std over all pixels for images, per feature for tabular data"
+    )
     limit: int | None = Field(None, gt=0, description="use only the first N training samples")
 
     @model_validator(mode="after")

@@ -131,7 +131,7 @@ def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module
 
 
 def train(
-    model: nn.Module | None = None,
+    model: nn.Module | str | None = None,
     data: Dataset | tuple | None = None,
     config: RunConfig | dict | None = None,
     *,
@@ -141,7 +141,8 @@ def train(
     """Train `model` on `data` under `config.strategy`; return a Run with history and stop reason.
 
     Args:
-        model: any nn.Module; None builds `config.model.spec` (seeded) for the data.
+        model: any nn.Module, a model spec such as "mlp:128,64", or None for `config.model.spec`;
+            specs are built for the data's shape with the run's seed.
         data: a Dataset, an (x, y) tuple of arrays, or None to load `config.data`.
         config: a RunConfig or a nested dict; keyword overrides (`strategy="online"`, `lr=0.1`,
             `max_epochs=3`, or dotted keys) are applied on top and checked the same way.
@@ -150,6 +151,9 @@ def train(
     Raises:
         ConfigError, DataError: bad settings or data, before anything is trained.
     """
+    if isinstance(model, str):
+        overrides = {**overrides, "model.spec": model}
+        model = None
     config = resolve_config(config, overrides)
     model, data = prepare(model, data, config)
     x, y, n = data.x_train, data.y_train, len(data.x_train)

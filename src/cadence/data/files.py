@@ -1,0 +1,184 @@
+"""User files as arrays: a CSV table with a header, or a folder of images with one subfolder per class.
+
+Owns parsing and the errors that point at a line, cell or file; checks, splits and scaling are
+datasets.py's and checks.py's.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from cadence.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_GRAY_MODES = ("1", "L", "LA")
+
+
+def load_csv(path: str | Path, target: str | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a CSV file with a header row into features, targets and the feature names.
+
+    Every column but `target` is a feature and must be numeric. The targets are int64 when every
+    value is written as an integer (classification), float32 otherwise (regression).
+
+    Raises:
+        DataError: missing or empty file, no header, unknown or unset target, a ragged row, or a
+            non-numeric cell (named by line, column and value).
+    """
+    path = Path(path)
+    header, lines, rows = _read_rows(path)
+    if target is None:
+        raise DataError(
+            f"{path} needs a target column to predict; none was given. "
+            f"Fix: pass --target (or data.target) with one of: {', '.join(header)}."
+        )
+    if header.count(target) != 1:
+        problem = "is not a column" if target not in header else "names more than one column"
+        raise DataError(f"target {target!r} {problem} of {path}. Columns: {', '.join(header)}.")
+    if len(header) < 2:
+        raise DataError(f"{path} has only the target column {target!r}. Fix: add at least one feature column.")
+    t = header.index(target)
+    features = [name for i, name in enumerate(header) if i != t]
+    cells = np.array(rows, dtype=object)
+    x = _parse_floats(np.delete(cells, t, axis=1), path, lines, features)
+    y = _parse_target(cells[:, t], path, lines, target)
+    return x, y, features
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
+    """Header, the file line number of each data row, and the data rows; blank lines are skipped."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: drop a BOM from Excel exports
+            reader = csv.reader(f, skipinitialspace=True)
+            lines = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+    except FileNotFoundError:
+        raise DataError(f"CSV file {path} does not exist. Fix: pass the path of a .csv file.") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a readable UTF-8 CSV file: {err}.") from None
+    if not lines:
+        raise DataError(f"CSV file {path} is empty. Fix: write a header row of column names, then data rows.")
+    header = [c.strip() for c in lines[0][1]]
+    if all(_is_number(c) for c in header):
+        raise DataError(
+            f"the first row of {path} must name the columns; got numbers {header[:5]}. "
+            "Fix: add a header row of column names."
+        )
+    if len(lines) == 1:
+        raise DataError(f"CSV file {path} has a header but no data rows.")
+    for line, row in lines[1:]:
+        if len(row) != len(header):
+            raise DataError(
+                f"line {line} of {path} has {len(row)} fields but the header has {len(header)}. "
+                "Fix: give every row one value per column."
+            )
+    return header, [line for line, _ in lines[1:]], [row for _, row in lines[1:]]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_floats(cells: np.ndarray, path: Path, lines: list[int], columns: list[str]) -> np.ndarray:
+    try:
+        return cells.astype(np.float32)
+    except ValueError:
+        pass
+    for (row, col), value in np.ndenumerate(cells):  # slow path, only to name the bad cell
+        if not _is_number(value):
+            raise DataError(
+                f"{path} line {lines[row]}, column {columns[col]!r}: {value!r} is not a number. "
+                "Fix: encode categories as numbers and fill empty cells."
+            ) from None
+    raise AssertionError("unreachable: astype failed but every cell parsed")
+
+
+def _parse_target(values: np.ndarray, path: Path, lines: list[int], target: str) -> np.ndarray:
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        pass
+    for row, value in enumerate(values):
+        if not _is_number(value):
+            raise DataError(
+                f"{path} line {lines[row]}, target column {target!r}: {value!r} is not a number. "
+                "Fix: encode classes as integers 0..K-1 (or give a numeric target for regression)."
+            )
+    return values.astype(np.float32)
+
+
+def load_image_folder(
+    path: str | Path, size: tuple[int, int] = (28, 28)
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read `path/<class>/<image>` into x float32 [N, C, H, W] in [0, 1], y int64 [N], class names.
+
+    Classes are the subfolder names, sorted; label i is class_names[i]. Images are resized to
+    `size` = (H, W). C is 1 if every image is grayscale (Pillow mode 1, L or LA, or a palette of
+    grays as GIFs use), else all are converted to RGB (C = 3).
+
+    Raises:
+        DataError: no such folder, no class subfolders, a class with no images, an unreadable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"image folder {path} does not exist. Fix: pass a folder with one subfolder per class.")
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        loose = len(_images_in(path))
+        raise DataError(
+            f"{path} has no class subfolders"
+            + (f" ({loose} images lie directly in it)" if loose else "")
+            + f". Fix: put the images of each class in their own subfolder, e.g. {path}/cat/1.png."
+        )
+    height, width = size
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        files = _images_in(path / name)
+        if not files:
+            raise DataError(
+                f"class folder {path / name} has no images. Allowed suffixes: {', '.join(IMAGE_SUFFIXES)}. "
+                "Fix: add images or remove the folder."
+            )
+        for file in files:
+            try:
+                arrays.append(_read_image(file, width, height))
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+                raise DataError(f"cannot read image {file}: {err}. Fix: replace or delete the file.") from None
+            labels.append(label)
+    rgb = any(a.ndim == 3 for a in arrays)
+    # Gray [H, W] -> [1, H, W]; RGB [H, W, 3] -> [3, H, W]; gray copied to 3 channels if any is RGB.
+    chw = [a.transpose(2, 0, 1) if a.ndim == 3 else np.repeat(a[None], 3 if rgb else 1, axis=0) for a in arrays]
+    x = np.stack(chw).astype(np.float32) / 255.0
+    return x, np.asarray(labels, dtype=np.int64), classes
+
+
+def _read_image(file: Path, width: int, height: int) -> np.ndarray:
+    """[H, W] uint8 for a grayscale image, [H, W, 3] for a colour one."""
+    from PIL import Image
+
+    with Image.open(file) as img:
+        # GIFs are palette (P) images even when gray: such a palette of grays still counts as gray.
+        palette = img.mode == "P"
+        img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
+        if img.size != (width, height):  # Pillow sizes are (width, height)
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+        a = np.asarray(img)
+    if palette and (a == a[..., :1]).all():
+        a = a[..., 0]
+    return a
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )

@@ -1,0 +1,58 @@
+"""Model specs build the models they name, for the data's shape, and refuse bad specs clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cadence.config import ModelConfig
+from cadence.errors import ConfigError
+from cadence.models import MLP, build_model
+
+
+def test_mlp_spec_builds_the_named_widths_with_options():
+    model = build_model(
+        ModelConfig(spec="mlp:128,64", dropout=0.2, batch_norm=True, activation="tanh"), (784,), 10
+    )
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 128), (128, 64), (64, 10)]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in model) == 2
+    assert sum(isinstance(m, nn.Dropout) for m in model) == 2 and sum(isinstance(m, nn.Tanh) for m in model) == 2
+
+
+def test_logreg_is_a_single_linear_layer():
+    model = build_model(ModelConfig(spec="logreg"), (64,), 10)
+    assert isinstance(model, MLP) and [type(m) for m in model] == [nn.Flatten, nn.Linear]
+
+
+def test_cnn_accepts_flat_square_images_and_image_tensors():
+    flat = build_model(ModelConfig(spec="cnn"), (784,), 10)
+    assert flat(torch.zeros(2, 784)).shape == (2, 10)
+    rgb = build_model(ModelConfig(spec="cnn"), (3, 16, 16), 4)
+    assert rgb(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
+    with pytest.raises(ConfigError, match="cnn needs image inputs; got 10 features"):
+        build_model(ModelConfig(spec="cnn"), (10,), 2)
+
+
+def tiny_factory(input_shape, n_outputs):
+    return nn.Linear(input_shape[0], n_outputs)
+
+
+def test_package_module_factory_spec_calls_the_factory():
+    model = build_model(ModelConfig(spec=f"{__name__}:tiny_factory"), (5,), 3)
+    assert isinstance(model, nn.Linear) and model.out_features == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("mlp:128,x", "widths must be integers"),
+        ("mlp:0", "widths must be > 0"),
+        ("resnet", "unknown model spec 'resnet'"),
+        ("no_such_module_xyz:make", "could not be loaded"),
+    ],
+)
+def test_bad_model_specs_are_config_errors(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model(ModelConfig(spec=spec), (4,), 2)
