@@ -240,7 +240,7 @@ class RunConfig(_Model):
     def _augment_needs_shared_scale(self) -> RunConfig:
         if self.augment.enabled and self.data.standardize == "feature":
             raise ValueError(
-                "augment moves pixels to other positions, but data.standardize='feature' scales each position "
+                "augment moves pixels to other positions, but data.standardize='feature' scales each pixel "
                 "by its own std (near 0 at the borders), so moved pixels land far out of range. "
                 "Fix: set data.standardize to 'global' (or 'none') when augmenting."
             )

@@ -84,7 +84,10 @@ def test_tabular_data_cannot_be_augmented():
 
 def test_augmenting_per_feature_standardized_data_is_a_config_error():
     with pytest.raises(ConfigError, match="standardize"):
-        cadence.build_config({"augment": {"flip": True}})
+        cadence.build_config({"data": {"standardize": "feature"}, "augment": {"flip": True}})
+    digits = cadence.load_data(DataConfig(limit=100))  # standardize=auto: per feature for digits' 64 columns
+    with pytest.raises(ConfigError, match="standardized per feature"):
+        cadence.train(None, digits, threads=1, max_updates=1, **{"augment.flip": True})
 
 
 class Recorder(nn.Module):

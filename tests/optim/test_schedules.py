@@ -81,6 +81,16 @@ def test_schedule_follows_its_closed_form_over_t(config, form):
     assert lrs(ScheduleConfig(**config)) == pytest.approx([form(t) for t in range(T)], rel=1e-12, abs=1e-15)
 
 
+@pytest.mark.parametrize(
+    ("config", "form"), [cf for cf in CLOSED_FORMS if "warmup_updates" not in cf[0]], ids=lambda v: str(v)[:40]
+)
+def test_linear_warm_up_composes_with_every_schedule(config, form):
+    # (t + 1) / W of lr0 for the first W updates, then the schedule from its own t = 0.
+    got = lrs(ScheduleConfig(**config, warmup_updates=6))
+    want = [LR0 * (t + 1) / 6 if t < 6 else form(t - 6) for t in range(T)]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
 TORCH_CLASSES = [
     (dict(name="exponential", gamma=0.95), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.95)),
     (dict(name="step", step_size=7, gamma=0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 7, 0.5)),

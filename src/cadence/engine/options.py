@@ -20,11 +20,17 @@ def step_options(config: RunConfig, model: nn.Module, data: Dataset) -> StepOpti
     """StepOptions for `config`.
 
     Raises:
-        ConfigError: augmentation on data that are not images.
+        ConfigError: augmentation on data that are not images or are standardized per feature.
     """
     reg = config.regularization
     augment = None
     if config.augment.enabled:
+        if data.std is not None and data.std.numel() > 1:
+            raise ConfigError(
+                "augment moves pixels to other positions, but this data set is standardized per feature "
+                "(each pixel by its own std, near 0 at the borders), so moved pixels land far out of range. "
+                "Fix: set data.standardize to 'global' (or 'none') when augmenting."
+            )
         augment = Augmenter(config.augment, data.input_shape, config.seed, data.mean, data.std)
     return StepOptions(
         penalized=tuple(penalized_parameters(model, reg.exclude)) if (reg.l1 or reg.l2) else (),

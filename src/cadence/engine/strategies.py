@@ -64,8 +64,10 @@ def updates(
         )
     if config.name == Strategy.MINI_BATCH and config.drop_last and config.batch_size * config.accumulate > n:
         raise ConfigError(
-            f"batch_size={config.batch_size} x accumulate={config.accumulate} is larger than the {n} training "
-            "samples and drop_last is set, so no batch would ever be trained. Fix: lower batch_size."
+            f"batch_size={config.batch_size}"
+            + (f" x accumulate={config.accumulate}" if config.accumulate > 1 else "")
+            + f" is larger than the {n} training samples and drop_last is set, so no batch would ever be "
+            "trained. Fix: lower batch_size."
         )
     epoch, position = start_epoch, start_position
     while True:
