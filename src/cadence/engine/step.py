@@ -62,9 +62,12 @@ def step(
         if o.augment is not None:
             xb = o.augment(xb, update.epoch, update.position, update.n_samples, offset)
             offset += len(idx)
-        with torch.autocast(xb.device.type, dtype=o.autocast or torch.bfloat16, enabled=o.autocast is not None):
+        if o.autocast is None:
             out = model(xb)
-        loss = loss_sum(task, out.float() if o.autocast else out, y[idx]) / update.n_samples
+        else:
+            with torch.autocast(xb.device.type, dtype=o.autocast):
+                out = model(xb).float()  # the loss in fp32
+        loss = loss_sum(task, out, y[idx]) / update.n_samples
         loss.backward()
         total += loss.detach()
     if not torch.isfinite(total):
