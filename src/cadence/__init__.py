@@ -8,7 +8,7 @@ schedule work best.
 
 from cadence.config import RunConfig, Strategy, build_config, load_config
 from cadence.data.datasets import Dataset, from_arrays, load_data
-from cadence.engine import Callback, Run, StopReason, train
+from cadence.engine import Callback, Run, StopReason, train, train_ensemble
 from cadence.errors import CadenceError, CheckpointError, ConfigError, DataError, StreamError
 
 __version__ = "0.1.0"
@@ -30,5 +30,6 @@ __all__ = [
     "load_config",
     "load_data",
     "train",
+    "train_ensemble",
     "__version__",
 ]

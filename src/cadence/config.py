@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cadence.errors import ConfigError
 
@@ -59,6 +59,15 @@ class ModelConfig(_Model):
     activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
+    init: Literal["default", "xavier", "glorot", "kaiming", "he", "normal", "orthogonal"] = Field(
+        "default", description="weight init of built models (models/init.py); default keeps torch's"
+    )
+    init_std: float = Field(0.01, gt=0.0, description="standard deviation of init='normal'")
+
+    @field_validator("init")
+    @classmethod
+    def _one_spelling(cls, v: str) -> str:
+        return {"glorot": "xavier", "he": "kaiming"}.get(v, v)
 
 
 class StrategyConfig(_Model):
@@ -69,6 +78,16 @@ class StrategyConfig(_Model):
     drop_last: bool = False
     chunk_size: int = Field(8192, gt=0, description="max samples per forward/backward (full-batch)")
     shuffle: bool = True
+    accumulate: int = Field(1, gt=0, description="micro-batches (of batch_size) summed into one update")
+
+    @model_validator(mode="after")
+    def _accumulate(self) -> StrategyConfig:
+        if self.accumulate > 1 and self.name == Strategy.FULL_BATCH:
+            raise ValueError(
+                f"accumulate={self.accumulate} has no effect with full-batch (one update already holds every "
+                "sample). Fix: set accumulate=1, or use mini-batch/online."
+            )
+        return self
 
 
 class OptimizerConfig(_Model):
@@ -81,6 +100,8 @@ class OptimizerConfig(_Model):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
     alpha: float = Field(0.99, gt=0.0, lt=1.0, description="RMSprop smoothing constant (rho)")
+    clip_norm: float | None = Field(None, gt=0.0, description="clip the global gradient L2 norm to this")
+    clip_value: float | None = Field(None, gt=0.0, description="clip each gradient entry to [-v, v]")
 
     @model_validator(mode="after")
     def _betas(self) -> OptimizerConfig:
@@ -89,10 +110,55 @@ class OptimizerConfig(_Model):
         return self
 
 
-class ScheduleConfig(_Model):
-    """Learning-rate schedule, stepped once per update."""
+class PlateauConfig(_Model):
+    """Reduce-on-plateau cuts, as torch's ReduceLROnPlateau; patience counts evaluations."""
 
-    name: Literal["constant"] = "constant"
+    metric: str = Field("val_loss", description="a record key: val_loss, val_accuracy, ... or train_loss")
+    mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses/errors, else max")
+    factor: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: int = Field(10, ge=0)
+    threshold: float = Field(1e-4, ge=0.0)
+    threshold_mode: Literal["rel", "abs"] = "rel"
+    cooldown: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0.0)
+
+
+class ScheduleConfig(_Model):
+    """Learning-rate schedule lr_t = lr0 * warmup/time factor(t) * plateau factor, stepped once per update.
+
+    `per: epoch` evaluates the time factor at the epoch index instead of the update index. `plateau` adds
+    reduce-on-plateau cuts to any time schedule; name `plateau` is the constant schedule with cuts.
+    """
+
+    name: Literal["constant", "exponential", "inverse-time", "step", "cosine", "cosine-restarts", "plateau"] = (
+        "constant"
+    )
+    per: Literal["update", "epoch"] = "update"
+    gamma: float | None = Field(None, gt=0.0, description="exponential/step: decay factor; inverse-time: power")
+    beta: float | None = Field(None, gt=0.0, description="inverse-time: lr0 / (1 + beta*t)**gamma")
+    step_size: int | None = Field(None, gt=0, description="step: multiply by gamma every step_size steps")
+    T_max: int | None = Field(None, gt=0, description="cosine: steps to anneal over; default: the budget")
+    eta_min: float = Field(0.0, ge=0.0, description="cosine: the lowest lr")
+    T_0: int | None = Field(None, gt=0, description="cosine-restarts: length of the first cycle")
+    T_mult: int = Field(1, ge=1, description="cosine-restarts: each cycle is T_mult times the previous")
+    warmup_updates: int = Field(0, ge=0, description="linear warm-up over this many updates, then the schedule")
+    plateau: PlateauConfig | None = None
+
+    @model_validator(mode="after")
+    def _required(self) -> ScheduleConfig:
+        needs = {"exponential": ("gamma", 0.999), "inverse-time": ("beta", 0.01), "step": ("step_size", 1000)}
+        field, example = needs.get(self.name, (None, None))
+        if field and getattr(self, field) is None:
+            raise ValueError(
+                f"schedule {self.name!r} needs {field} (e.g. {field}={example}). Fix: set schedule.{field}."
+            )
+        if self.name == "cosine-restarts" and self.T_0 is None:
+            raise ValueError(
+                "schedule 'cosine-restarts' needs T_0, the first cycle length. Fix: set schedule.T_0."
+            )
+        if self.gamma is not None and self.gamma >= 1.0 and self.name in ("exponential", "step"):
+            raise ValueError(f"schedule {self.name!r} decays with gamma < 1; got gamma={self.gamma}.")
+        return self
 
 
 class StopConfig(_Model):
@@ -124,6 +190,34 @@ class EvalConfig(_Model):
     batch_size: int = Field(4096, gt=0)
 
 
+class RegularizationConfig(_Model):
+    """Penalties added to the objective: J = J0 + l1*sum|theta| + l2*sum theta^2, once per update."""
+
+    l1: float = Field(0.0, ge=0.0)
+    l2: float = Field(0.0, ge=0.0)
+    exclude: tuple[Literal["bias", "norm"], ...] = Field(
+        ("bias", "norm"), description="parameters left unpenalized: biases, normalization layers"
+    )
+
+
+class AugmentConfig(_Model):
+    """Per-batch random image augmentation (data/augment.py), seeded by (seed, epoch, position)."""
+
+    shift: int = Field(0, ge=0, description="random translation by up to this many pixels (pad + crop)")
+    flip: bool = Field(False, description="horizontal flip with probability 1/2")
+    rotate: float = Field(0.0, ge=0.0, le=180.0, description="random rotation in [-rotate, rotate] degrees")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shift or self.flip or self.rotate)
+
+
+class EnsembleConfig(_Model):
+    """K members trained with seeds seed, seed+1, ...; predictions averaged (engine/ensemble.py)."""
+
+    members: int = Field(1, gt=0)
+
+
 class RunConfig(_Model):
     """One training run: data, model, strategy, optimizer, schedule, stop rules."""
 
@@ -136,7 +230,21 @@ class RunConfig(_Model):
     eval: EvalConfig = EvalConfig()
     seed: int = Field(0, ge=0)
     device: str = "cpu"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast forward passes to bfloat16")
+    regularization: RegularizationConfig = RegularizationConfig()
+    augment: AugmentConfig = AugmentConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
     threads: int | None = Field(None, gt=0, description="torch threads; default chosen per strategy")
+
+    @model_validator(mode="after")
+    def _augment_needs_shared_scale(self) -> RunConfig:
+        if self.augment.enabled and self.data.standardize == "feature":
+            raise ValueError(
+                "augment moves pixels to other positions, but data.standardize='feature' scales each pixel "
+                "by its own std (near 0 at the borders), so moved pixels land far out of range. "
+                "Fix: set data.standardize to 'global' (or 'none') when augmenting."
+            )
+        return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """Return a copy with dotted keys (`optimizer.lr`) replaced, checked like the original."""
@@ -147,6 +255,8 @@ class RunConfig(_Model):
             node = tree
             *parents, leaf = dotted.split(".")
             for part in parents:
+                if node.get(part) is None:  # an optional section (schedule.plateau) set by its first key
+                    node[part] = {}
                 node = node[part]
             node[leaf] = value
         return build_config(tree)

@@ -49,6 +49,29 @@ FLAG_KEYS = {
     "threads": "threads",
     "limit": "data.limit",
     "dropout": "model.dropout",
+    "schedule": "schedule.name",
+    "schedule_per": "schedule.per",
+    "gamma": "schedule.gamma",
+    "beta": "schedule.beta",
+    "step_size": "schedule.step_size",
+    "t_max": "schedule.T_max",
+    "t_0": "schedule.T_0",
+    "warmup_updates": "schedule.warmup_updates",
+    "plateau_metric": "schedule.plateau.metric",
+    "plateau_patience": "schedule.plateau.patience",
+    "plateau_factor": "schedule.plateau.factor",
+    "l1": "regularization.l1",
+    "l2": "regularization.l2",
+    "clip_norm": "optimizer.clip_norm",
+    "clip_value": "optimizer.clip_value",
+    "accumulate": "strategy.accumulate",
+    "precision": "precision",
+    "init": "model.init",
+    "standardize": "data.standardize",
+    "shift": "augment.shift",
+    "flip": "augment.flip",
+    "rotate": "augment.rotate",
+    "ensemble": "ensemble.members",
 }
 
 
@@ -95,6 +118,31 @@ def train(
     limit: Annotated[int | None, Opt(help="use only the first N samples")] = None,
     seed: Annotated[int | None, Opt()] = None,
     threads: Annotated[int | None, Opt(help="torch threads")] = None,
+    schedule: Annotated[
+        str | None, Opt(help="constant | exponential | inverse-time | step | cosine | cosine-restarts | plateau")
+    ] = None,
+    schedule_per: Annotated[str | None, Opt(help="update | epoch: the schedule's time unit")] = None,
+    gamma: Annotated[float | None, Opt(help="exponential/step decay factor; inverse-time power")] = None,
+    beta: Annotated[float | None, Opt(help="inverse-time: lr0 / (1 + beta*t)^gamma")] = None,
+    step_size: Annotated[int | None, Opt(help="step schedule: decay every N steps")] = None,
+    t_max: Annotated[int | None, Opt("--t-max", help="cosine: steps to anneal over (default: the budget)")] = None,
+    t_0: Annotated[int | None, Opt("--t-0", help="cosine-restarts: first cycle length")] = None,
+    warmup_updates: Annotated[int | None, Opt(help="linear warm-up over N updates")] = None,
+    plateau_metric: Annotated[str | None, Opt(help="cut the lr when this metric stalls, e.g. val_loss")] = None,
+    plateau_patience: Annotated[int | None, Opt(help="evaluations without improvement before a cut")] = None,
+    plateau_factor: Annotated[float | None, Opt(help="lr multiplier per plateau cut")] = None,
+    l1: Annotated[float | None, Opt(help="L1 penalty: J0 + l1*sum|theta|")] = None,
+    l2: Annotated[float | None, Opt(help="L2 penalty: J0 + l2*sum theta^2")] = None,
+    clip_norm: Annotated[float | None, Opt(help="clip the gradient's global L2 norm")] = None,
+    clip_value: Annotated[float | None, Opt(help="clip each gradient entry to [-v, v]")] = None,
+    accumulate: Annotated[int | None, Opt(help="micro-batches of batch-size per update")] = None,
+    precision: Annotated[str | None, Opt(help="fp32 | bf16 (autocast)")] = None,
+    init: Annotated[str | None, Opt(help="default | xavier | kaiming | normal | orthogonal")] = None,
+    standardize: Annotated[str | None, Opt(help="feature | global | none")] = None,
+    shift: Annotated[int | None, Opt(help="augment: random shift up to N pixels")] = None,
+    flip: Annotated[bool | None, Opt("--flip/--no-flip", help="augment: random horizontal flips")] = None,
+    rotate: Annotated[float | None, Opt(help="augment: random rotation up to N degrees")] = None,
+    ensemble: Annotated[int | None, Opt(help="train K members with seeds seed..seed+K-1; average them")] = None,
     out: Annotated[Path | None, Opt(help="run directory (default runs/<time>-<strategy>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the summary as one JSON object, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bar or table")] = False,
@@ -112,9 +160,12 @@ def train(
         dataset = load_data(cfg.data, seed=cfg.seed)
         data_seconds = time.perf_counter() - t0
         callbacks = [] if (quiet or as_json) else [Progress(f"{cfg.strategy.name.value}")]
+        run_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
+        if cfg.ensemble.members > 1:
+            _train_ensemble(cfg, dataset, run_dir, as_json, quiet)
+            return
         run = train_run(None, dataset, cfg, callbacks=callbacks)
         run.data_seconds = data_seconds
-        run_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
         run.save(run_dir)
     except (CadenceError, OSError) as err:
         _fail(err, debug)
@@ -128,6 +179,22 @@ def train(
         out_console.print(runs_table([run], title=f"Cadence: {dataset.describe()}"))
         if run.message:
             out_console.print(f"stop reason: {run.stop_reason.value}: {run.message}")
+        out_console.print(f"run directory: {run_dir}")
+
+
+def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> None:
+    from cadence.engine import train_ensemble
+    from cadence.reports.table import runs_table
+
+    result = train_ensemble(dataset, cfg)
+    result.save(run_dir)
+    if as_json:
+        print(json.dumps({**result.summary(), "run_dir": str(run_dir)}))
+        return
+    if not quiet:
+        out_console.print(runs_table(result.members, title=f"Cadence: {dataset.describe()}, ensemble members"))
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
+        out_console.print(f"ensemble of {len(result.members)}: {metrics}")
         out_console.print(f"run directory: {run_dir}")
 
 

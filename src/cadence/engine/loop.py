@@ -12,13 +12,14 @@ from cadence.config import RunConfig, Strategy, build_config
 from cadence.data.datasets import Dataset, from_arrays, load_data
 from cadence.engine.evaluate import evaluate, metric_names
 from cadence.engine.events import Callback, TrainState
+from cadence.engine.options import run_schedule, step_options
 from cadence.engine.run import Run
 from cadence.engine.step import step
 from cadence.engine.stopping import Stopping, StopReason
 from cadence.engine.strategies import updates, updates_per_epoch
 from cadence.errors import ConfigError, DataError
 from cadence.models import build_model
-from cadence.optim import build_optimizer, build_schedule
+from cadence.optim import build_optimizer
 
 # Short keyword names accepted by train(**overrides), mapped to their place in RunConfig.
 SHORTCUTS = {
@@ -31,6 +32,15 @@ SHORTCUTS = {
     "momentum": "optimizer.momentum",
     "weight_decay": "optimizer.weight_decay",
     "schedule": "schedule.name",
+    "warmup_updates": "schedule.warmup_updates",
+    "plateau_metric": "schedule.plateau.metric",
+    "l1": "regularization.l1",
+    "l2": "regularization.l2",
+    "clip_norm": "optimizer.clip_norm",
+    "clip_value": "optimizer.clip_value",
+    "accumulate": "strategy.accumulate",
+    "precision": "precision",
+    "init": "model.init",
     "max_epochs": "stop.max_epochs",
     "max_updates": "stop.max_updates",
     "max_samples": "stop.max_samples",
@@ -49,7 +59,7 @@ SHORTCUTS = {
 def resolve_config(config: RunConfig | dict | None, overrides: dict) -> RunConfig:
     """A checked RunConfig from a config (or dict) plus keyword overrides (short names or dotted keys)."""
     base = config if isinstance(config, RunConfig) else build_config(config)
-    unknown = [k for k in overrides if k not in SHORTCUTS and "." not in k]
+    unknown = [k for k in overrides if k not in SHORTCUTS and "." not in k and "__" not in k]
     if unknown:
         raise ConfigError(
             f"unknown train() argument(s) {unknown}. Allowed: {', '.join(SHORTCUTS)}, "
@@ -101,6 +111,11 @@ def _check_stop_metric(config: RunConfig, data: Dataset) -> None:
 
 def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module, Dataset]:
     """Load/check the data and build/check the model before any state changes."""
+    if config.ensemble.members > 1:
+        raise ConfigError(
+            f"train() trains one model; ensemble.members = {config.ensemble.members}. Fix: call "
+            "cadence.train_ensemble (or `cadence train --ensemble K`), or set ensemble.members=1."
+        )
     if data is None:
         data = load_data(config.data, seed=config.seed)
     elif isinstance(data, tuple | list):
@@ -146,7 +161,8 @@ def train(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
-    scheduler = build_schedule(optimizer, config.schedule)
+    scheduler = run_schedule(config, optimizer, data)
+    options = step_options(config, model, data)
     stopping = Stopping(config.stop)
     state = TrainState(
         config,
@@ -167,7 +183,7 @@ def train(
     try:
         for update in updates(config.strategy, n, config.seed):
             t0 = time.perf_counter()
-            loss, applied = step(model, optimizer, x, y, update, data.task)
+            loss, applied = step(model, optimizer, x, y, update, data.task, options)
             if not applied:
                 reason = StopReason.DIVERGED
                 break
@@ -183,6 +199,7 @@ def train(
             if update.epoch_end or (every and state.updates % every == 0):
                 record = _record(state, model, data, losses, start)
                 losses = []
+                scheduler.observe(record)  # reduce-on-plateau cuts, if configured
                 reason = stopping.converged(record["train_loss"]) or stopping.early_stopped(record, model)
             state.seconds = time.perf_counter() - start
             reason = reason or stopping.budget(state.epochs_done, state.updates, state.samples, state.seconds)

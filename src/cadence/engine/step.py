@@ -6,11 +6,28 @@ gradient of one batch of their union (full-batch chunking and gradient accumulat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cadence.data.augment import Augmenter
 from cadence.engine.strategies import Update
+from cadence.optim.penalties import penalty
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Per-update extras; the defaults are a plain step."""
+
+    penalized: tuple[nn.Parameter, ...] = ()
+    l1: float = 0.0
+    l2: float = 0.0
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    autocast: torch.dtype | None = None
+    augment: Augmenter | None = None
 
 
 def loss_sum(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -27,20 +44,40 @@ def step(
     y: torch.Tensor,
     update: Update,
     task: str,
+    options: StepOptions | None = None,
 ) -> tuple[torch.Tensor, bool]:
-    """Run one update. Returns (mean loss of the update, applied).
+    """Run one update. Returns (mean data loss J0 of the update, applied).
 
+    Per chunk: augment, forward (bf16 autocast if set), loss, backward. Then, once per update: the penalty's
+    gradient (J = J0 + l1*|theta|_1 + l2*|theta|_2^2), clipping by norm and by value, the optimizer step.
     When the loss is not finite the optimizer is not stepped (applied=False), so the weights stay the last
     good ones.
     """
+    o = options or StepOptions()
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros(())
+    offset = 0
     for idx in update.chunks:
-        loss = loss_sum(task, model(x[idx]), y[idx]) / update.n_samples
+        xb = x[idx]
+        if o.augment is not None:
+            xb = o.augment(xb, update.epoch, update.position, update.n_samples, offset)
+            offset += len(idx)
+        if o.autocast is None:
+            out = model(xb)
+        else:
+            with torch.autocast(xb.device.type, dtype=o.autocast):
+                out = model(xb).float()  # the loss in fp32
+        loss = loss_sum(task, out, y[idx]) / update.n_samples
         loss.backward()
         total += loss.detach()
     if not torch.isfinite(total):
         optimizer.zero_grad(set_to_none=True)
         return total, False
+    if o.penalized and (o.l1 or o.l2):
+        penalty(o.penalized, o.l1, o.l2).backward()  # once per update, not per chunk: J has one penalty
+    if o.clip_norm is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), o.clip_norm)
+    if o.clip_value is not None:
+        nn.utils.clip_grad_value_(model.parameters(), o.clip_value)
     optimizer.step()
     return total, True

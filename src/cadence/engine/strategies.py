@@ -13,13 +13,16 @@ from dataclasses import dataclass
 
 import torch
 
-from cadence.config import Strategy, StrategyConfig
+from cadence.config import RunConfig, Strategy, StrategyConfig
 from cadence.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """One optimizer step: index chunks into the training set whose gradients are summed."""
+    """One optimizer step: index chunks into the training set whose gradients are summed.
+
+    With gradient accumulation the chunks are the k micro-batches (each split further by chunk_size).
+    """
 
     chunks: tuple[torch.Tensor, ...]
     n_samples: int
@@ -41,7 +44,7 @@ def updates_per_epoch(config: StrategyConfig, n: int) -> int:
         return 1
     if config.name == Strategy.ONLINE:
         return n
-    full, rest = divmod(n, config.batch_size)
+    full, rest = divmod(n, config.batch_size * config.accumulate)
     return full + (1 if rest and not config.drop_last else 0)
 
 
@@ -59,10 +62,12 @@ def updates(
             "strategy 'stream' reads from a Stream source, not an in-memory data set. "
             "Fix: use full-batch, mini-batch or online here."
         )
-    if config.name == Strategy.MINI_BATCH and config.drop_last and config.batch_size > n:
+    if config.name == Strategy.MINI_BATCH and config.drop_last and config.batch_size * config.accumulate > n:
         raise ConfigError(
-            f"batch_size={config.batch_size} is larger than the {n} training samples and "
-            "drop_last is set, so no batch would ever be trained. Fix: lower batch_size."
+            f"batch_size={config.batch_size}"
+            + (f" x accumulate={config.accumulate}" if config.accumulate > 1 else "")
+            + f" is larger than the {n} training samples and drop_last is set, so no batch would ever be "
+            "trained. Fix: lower batch_size."
         )
     epoch, position = start_epoch, start_position
     while True:
@@ -71,10 +76,29 @@ def updates(
             yield Update(torch.arange(n).split(config.chunk_size), n, epoch, n, True)
         else:
             order = epoch_order(n, seed, epoch, config.shuffle)
-            size = 1 if config.name == Strategy.ONLINE else config.batch_size
+            micro = 1 if config.name == Strategy.ONLINE else config.batch_size
+            size = micro * config.accumulate  # accumulation: k micro-batches, one update of k*micro samples
             last = n - n % size if (config.drop_last and n % size) else n
             for start in range(position, last, size):
                 batch = order[start : start + size]
                 stop = start + len(batch)
-                yield Update(batch.split(config.chunk_size), len(batch), epoch, stop, stop >= last)
+                chunks = tuple(c for mb in batch.split(micro) for c in mb.split(config.chunk_size))
+                yield Update(chunks, len(batch), epoch, stop, stop >= last)
         epoch, position = epoch + 1, 0
+
+
+def budget_updates(config: RunConfig, n: int) -> int | None:
+    """The most updates the run's epoch/update/sample budgets allow, or None when only time bounds it."""
+    per_epoch = updates_per_epoch(config.strategy, n)
+    stop = config.stop
+    bounds = []
+    if stop.max_updates is not None:
+        bounds.append(stop.max_updates)
+    if stop.max_epochs is not None:
+        bounds.append(stop.max_epochs * per_epoch)
+    if stop.max_samples is not None:
+        s = config.strategy
+        per_update = n if s.name == Strategy.FULL_BATCH else (1 if s.name == Strategy.ONLINE else s.batch_size)
+        per_update = min(n, per_update * (1 if s.name == Strategy.FULL_BATCH else s.accumulate))
+        bounds.append(-(-stop.max_samples // per_update))
+    return min(bounds) if bounds else None

@@ -10,6 +10,7 @@ from torch import nn
 
 from cadence.config import ModelConfig
 from cadence.errors import ConfigError
+from cadence.models.init import init_weights
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -105,11 +106,17 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_outputs: in
     """Build the model named by `config.spec` for inputs of `input_shape` and `n_outputs` outputs.
 
     Specs: `mlp:W1,W2,...`, `logreg` (softmax/linear regression), `cnn`, or `package.module:factory`
-    (called as factory(input_shape=..., n_outputs=...)).
+    (called as factory(input_shape=..., n_outputs=...)). `config.init` re-initializes the weights
+    (models/init.py) from torch's global generator, which train() seeds first.
 
     Raises:
         ConfigError: unknown spec, bad widths, or a factory that cannot be imported.
     """
+    model = _build(config, input_shape, n_outputs)
+    return init_weights(model, config.init, activation=config.activation, std=config.init_std)
+
+
+def _build(config: ModelConfig, input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     spec = config.spec.strip()
     kind, _, arg = spec.partition(":")
     n_inputs = math.prod(input_shape)

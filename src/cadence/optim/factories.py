@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules by name, built from torch.optim and torch.optim.lr_scheduler."""
+"""Optimizers by name, built from torch.optim (schedules live in schedules.py, penalties in penalties.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from cadence.config import OptimizerConfig, ScheduleConfig
+from cadence.config import OptimizerConfig
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -15,6 +15,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfi
     gd/sgd: theta <- theta - lr*g (gd is sgd meant for the full-batch strategy);
     momentum: v <- m*v + g, theta <- theta - lr*v (torch's form of v <- m*v + lr*g);
     nesterov: torch's reparametrized Nesterov; adagrad, rmsprop, adam, adamw: torch.optim's.
+    `weight_decay` is torch's coupled L2 (g <- g + wd*theta) except for adamw, where it is decoupled
+    (theta <- theta*(1 - lr*wd) before the Adam step). The README table and tests/optim/test_optimizers.py
+    give each rule and where torch's form differs from the textbook one.
     """
     c = config
     wd = c.weight_decay or 0.0
@@ -40,8 +43,3 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfi
             weight_decay=0.01 if c.weight_decay is None else c.weight_decay,
         )
     raise AssertionError(c.name)  # config.py's Literal makes this unreachable
-
-
-def build_schedule(optimizer: torch.optim.Optimizer, config: ScheduleConfig):
-    """The lr scheduler for `config`, stepped once per update by the loop."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0)

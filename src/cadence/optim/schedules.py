@@ -1,0 +1,205 @@
+"""Learning-rate schedules: lr_t = lr0 * time_factor(t) * plateau_scale, on one torch LambdaLR.
+
+Hand-written composition because torch cannot compose ReduceLROnPlateau with a time schedule: SequentialLR and
+ChainedScheduler call step() without the metric (pytorch issues 68978, 110761). The time factors are closed
+forms of t (not torch's recursive, chainable forms), so the state is t plus the plateau counters and a
+checkpoint restores it exactly; the tests check each against torch's own scheduler class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from cadence.config import PlateauConfig, ScheduleConfig
+from cadence.errors import ConfigError
+
+TimeFactor = Callable[[int, float], float]  # (update index t, base lr) -> multiplier of the base lr
+
+
+def _cosine(cur: int, length: int, base_lr: float, eta_min: float) -> float:
+    floor = eta_min / base_lr
+    return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * cur / length)) / 2.0
+
+
+def time_factor(config: ScheduleConfig, updates_per_epoch: int = 1, max_updates: int | None = None) -> TimeFactor:
+    """The multiplier of lr0 at update t (warm-up and decay, no plateau cuts).
+
+    With W = warmup_updates and e the schedule step (t - W, or (t - W) // updates_per_epoch with per=epoch):
+    warm-up (t < W): (t + 1) / W; constant: 1; exponential: gamma^e; inverse-time: 1 / (1 + beta*e)^gamma;
+    step: gamma^floor(e / step_size);
+    cosine: eta_min/lr0 + (1 - eta_min/lr0) * (1 + cos(pi * min(e, T_max) / T_max)) / 2;
+    cosine-restarts: the cosine over the current cycle (lengths T_0, T_0*T_mult, ...).
+
+    Args:
+        max_updates: the run's update budget; cosine's default T_max is what remains of it after warm-up.
+
+    Raises:
+        ConfigError: cosine without T_max in a run with no epoch or update budget.
+    """
+    c = config
+    warm = c.warmup_updates
+    per = updates_per_epoch if c.per == "epoch" else 1
+    t_max = c.T_max
+    if c.name == "cosine" and t_max is None:
+        if max_updates is None:
+            raise ConfigError(
+                "schedule 'cosine' anneals over T_max steps, and this run has no epoch or update budget to "
+                "default it to. Fix: set schedule.T_max, or stop.max_epochs / stop.max_updates."
+            )
+        t_max = max(1, math.ceil((max_updates - warm) / per))
+
+    def decay(e: int, base_lr: float) -> float:
+        if c.name in ("constant", "plateau"):
+            return 1.0
+        if c.name == "exponential":
+            return c.gamma**e
+        if c.name == "inverse-time":
+            return (1.0 + c.beta * e) ** -(1.0 if c.gamma is None else c.gamma)
+        if c.name == "step":
+            return (0.1 if c.gamma is None else c.gamma) ** (e // c.step_size)
+        if c.name == "cosine":
+            return _cosine(min(e, t_max), t_max, base_lr, c.eta_min)
+        cycle = c.T_0  # cosine-restarts: walk the cycles in integers (no float log at cycle boundaries)
+        while e >= cycle:
+            e, cycle = e - cycle, cycle * c.T_mult
+        return _cosine(e, cycle, base_lr, c.eta_min)
+
+    def factor(t: int, base_lr: float) -> float:
+        if t < warm:
+            return (t + 1) / warm
+        return decay((t - warm) // per, base_lr)
+
+    return factor
+
+
+class Schedule:
+    """A torch LambdaLR for the time factor, times per-group plateau scales cut by `observe(record)`.
+
+    The loop calls `step()` after every applied update and `observe(record)` after every evaluation.
+    Plateau cuts follow torch's ReduceLROnPlateau exactly (threshold, cooldown, min_lr, eps=1e-8), with
+    `patience` counted in evaluations; `min_lr` bounds lr0 * plateau_scale, the cuts alone.
+    """
+
+    EPS = 1e-8  # ReduceLROnPlateau's default eps: smaller cuts are ignored
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        config: ScheduleConfig,
+        updates_per_epoch: int = 1,
+        max_updates: int | None = None,
+        plateau_mode: str | None = None,
+    ):
+        self.config = config
+        self.optimizer = optimizer
+        self.factor = time_factor(config, updates_per_epoch, max_updates)
+        self.plateau: PlateauConfig | None = config.plateau or (
+            PlateauConfig() if config.name == "plateau" else None
+        )
+        self.mode = plateau_mode or (self.plateau.mode if self.plateau else "min")
+        if self.plateau and self.mode not in ("min", "max"):
+            raise ConfigError(
+                f"schedule.plateau.mode is {self.mode!r}; the schedule needs min or max. "
+                "Fix: set schedule.plateau.mode (train() resolves 'auto' from the metric)."
+            )
+        self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        self.scales = [1.0] * len(self.base_lrs)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.bad_evaluations = 0
+        self.cooldown_left = 0
+        self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [lambda t, i=i: self._multiplier(i, t) for i in range(len(self.base_lrs))]
+        )
+
+    def _multiplier(self, group: int, t: int) -> float:
+        return self.factor(t, self.base_lrs[group]) * self.scales[group]
+
+    @property
+    def t(self) -> int:
+        """Updates stepped so far; the next update uses lr(t)."""
+        return self.lambda_lr.last_epoch
+
+    def step(self) -> None:
+        """Advance one update."""
+        self.lambda_lr.step()
+
+    def get_last_lr(self) -> list[float]:
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _better(self, value: float) -> bool:
+        p = self.plateau
+        if p.threshold_mode == "rel":
+            return (
+                value < self.best * (1 - p.threshold)
+                if self.mode == "min"
+                else value > self.best * (1 + p.threshold)
+            )
+        return value < self.best - p.threshold if self.mode == "min" else value > self.best + p.threshold
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Feed one evaluation record; cut the lr by `factor` after `patience` evaluations without improvement.
+
+        No-op without plateau cuts. Raises ConfigError if the record lacks the metric.
+        """
+        p = self.plateau
+        if p is None:
+            return
+        if p.metric not in record:
+            raise ConfigError(
+                f"schedule.plateau.metric = {p.metric!r} is not in the evaluation record. "
+                f"Allowed: {', '.join(k for k in record if k.startswith(('val_', 'train_loss')))}."
+            )
+        value = float(record[p.metric])
+        if self._better(value):
+            self.best, self.bad_evaluations = value, 0
+        else:
+            self.bad_evaluations += 1
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.bad_evaluations = 0
+        if self.bad_evaluations > p.patience:
+            for i, base in enumerate(self.base_lrs):
+                old = base * self.scales[i]
+                new = max(old * p.factor, p.min_lr)
+                if old - new > self.EPS:
+                    self.scales[i] = new / base
+            self.cooldown_left, self.bad_evaluations = p.cooldown, 0
+            self._apply()
+
+    def _apply(self) -> None:
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = self.base_lrs[i] * self._multiplier(i, self.t)
+        self.lambda_lr._last_lr = self.get_last_lr()  # keep torch's own get_last_lr() in step
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: t (LambdaLR's state) and the plateau counters."""
+        return {
+            "lambda_lr": self.lambda_lr.state_dict(),
+            "scales": list(self.scales),
+            "best": self.best,
+            "bad_evaluations": self.bad_evaluations,
+            "cooldown_left": self.cooldown_left,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lambda_lr.load_state_dict(state["lambda_lr"])
+        self.scales = list(state["scales"])
+        self.best = state["best"]
+        self.bad_evaluations = state["bad_evaluations"]
+        self.cooldown_left = state["cooldown_left"]
+        self._apply()
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer,
+    config: ScheduleConfig,
+    updates_per_epoch: int = 1,
+    max_updates: int | None = None,
+    plateau_mode: str | None = None,
+) -> Schedule:
+    """The schedule for `config`, stepped once per update by the loop (see `Schedule`)."""
+    return Schedule(optimizer, config, updates_per_epoch, max_updates, plateau_mode)
