@@ -136,3 +136,10 @@ def test_config_object_and_keyword_overrides_build_the_same_run(digits):
     b = cadence.train(None, digits, strategy="online", lr=0.02, max_updates=50, max_epochs=10)
     assert a.updates == b.updates == 50
     assert all(torch.equal(p, q) for p, q in zip(_params(a.model), _params(b.model), strict=True))
+
+
+def test_fashion_mnist_mlp_learns_in_one_mini_batch_epoch():
+    data = cadence.load_data(cadence.RunConfig().data.model_copy(update={"name": "fashion-mnist"}))
+    assert (len(data.x_train), len(data.x_test), data.n_features) == (54000, 10000, 784)
+    run = cadence.train("mlp:128,64", data, batch_size=100, optimizer="adam", lr=0.001, max_epochs=1, threads=1)
+    assert run.test_metrics["test_accuracy"] >= 0.83  # measured 0.8445 (seed 0); 10 epochs reach 0.8837
