@@ -1,0 +1,90 @@
+"""The `compare:` settings: short forms, the one-budget rule, and errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from cadence.compare import build_compare_config, load_compare_file
+from cadence.compare.config import dump_compare_file
+from cadence.errors import ConfigError
+
+
+def test_defaults_are_three_strategies_three_optimizers_three_seeds_ten_epochs():
+    cc = build_compare_config()
+    assert [s.name.value for s in cc.strategies] == ["full-batch", "mini-batch", "online"]
+    assert [o.name for o in cc.optimizers] == ["sgd", "momentum", "adam"]
+    assert cc.seeds == [0, 1, 2] and cc.budget.mode == "epochs" and cc.budget.amount == 10
+
+
+def test_short_forms_build_the_same_entries_as_mappings():
+    short = build_compare_config(
+        {
+            "strategies": ["mini-batch:32", "online"],
+            "optimizers": ["adam:0.002", "sgd"],
+            "seeds": 2,
+            "budget": "samples=500",
+        }
+    )
+    long = build_compare_config(
+        {
+            "strategies": [{"name": "mini-batch", "batch_size": 32}, {"name": "online"}],
+            "optimizers": [{"name": "adam", "lr": 0.002}, {"name": "sgd"}],
+            "seeds": [0, 1],
+            "budget": {"samples": 500},
+        }
+    )
+    assert short == long
+    assert short.strategies[0].batch_size == 32 and short.optimizers[0].lr == 0.002
+    assert "lr" not in short.optimizers[1].model_fields_set  # sgd keeps the per-strategy default
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        ({"strategies": ["stream"]}, "stream reads a live Stream"),
+        ({"strategies": ["online:32"]}, "only mini-batch takes a batch size"),
+        ({"budget": {"epochs": 3, "samples": 100}}, "set exactly one of epochs, samples, updates, seconds"),
+        ({"budget": "samples"}, "write a budget as mode=amount"),
+        ({"optimizers": []}, "optimizers is empty"),
+        ({"seeds": [1, 1]}, "seeds lists the same entry twice"),
+        ({"seeds": 0}, "the number of seeds must be >= 1"),
+        ({"optimizers": ["adam:fast"]}, "name:lr"),
+        ({"optimizers": ["lbfgs"]}, "compare.optimizers.0.name"),
+        ({"strategy": ["online"]}, "unknown key 'compare.strategy'; allowed keys in compare: strategies"),
+    ],
+)
+def test_bad_settings_raise_config_error_naming_the_problem(tree, message):
+    with pytest.raises(ConfigError, match="invalid compare settings") as err:
+        build_compare_config(tree)
+    assert message in str(err.value)
+
+
+def test_yaml_file_holds_run_settings_and_a_compare_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model:\n  spec: mlp:16\ncompare:\n  strategies: [online]\n  optimizers: [sgd]\n"
+        "  budget: {updates: 50}\n  seeds: 1\n"
+    )
+    base, cc = load_compare_file(path)
+    assert base.model.spec == "mlp:16" and cc.budget.updates == 50 and cc.seeds == [0]
+
+
+def test_yaml_stop_budget_is_refused_because_compare_budget_rules(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stop:\n  max_epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"sets stop.max_epochs.*compare.budget"):
+        load_compare_file(path)
+
+
+def test_dumped_yaml_reads_back_as_the_same_comparison(tmp_path):
+    base, cc = load_compare_file(_write(tmp_path, "compare:\n  optimizers: [sgd, adam:0.002]\n  goal: 0.9\n"))
+    again = _write(tmp_path, dump_compare_file(base.model_dump(mode="json"), cc.dump()), "again.yaml")
+    base2, cc2 = load_compare_file(again)
+    assert base2 == base and cc2 == cc
+    assert "lr" not in cc2.optimizers[0].model_fields_set  # a default lr stays a default
+
+
+def _write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
