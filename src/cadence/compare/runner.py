@@ -203,9 +203,19 @@ def _run_here(order: Sequence[Job], display: LiveDisplay | None, collect) -> boo
     return False
 
 
+def _context():
+    """forkserver where available, else spawn; never a plain fork of this process, whose torch thread pools
+    and rich display thread do not survive a fork safely. The fork server imports torch and cadence once
+    and forks each worker from that, so workers start without paying the imports again."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["cadence.compare.runner"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 def _run_in_workers(order: Sequence[Job], workers: int, data, display: LiveDisplay | None, collect) -> bool:
-    # spawn, not fork: torch's thread pools and the rich display thread do not survive a fork safely.
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     sink, stop = ctx.Queue(), ctx.Event()
     executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(sink, stop, data))
     futures: dict[Future, Job] = {executor.submit(_execute_in_worker, job): job for job in order}
