@@ -9,11 +9,11 @@ from cadence.compare.config import dump_compare_file
 from cadence.errors import ConfigError
 
 
-def test_defaults_are_three_strategies_three_optimizers_three_seeds_ten_epochs():
+def test_defaults_are_three_strategies_three_optimizers_three_seeds_five_epochs():
     cc = build_compare_config()
     assert [s.name.value for s in cc.strategies] == ["full-batch", "mini-batch", "online"]
     assert [o.name for o in cc.optimizers] == ["sgd", "momentum", "adam"]
-    assert cc.seeds == [0, 1, 2] and cc.budget.mode == "epochs" and cc.budget.amount == 10
+    assert cc.seeds == [0, 1, 2] and cc.budget.mode == "epochs" and cc.budget.amount == 5
 
 
 def test_short_forms_build_the_same_entries_as_mappings():

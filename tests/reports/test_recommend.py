@@ -26,21 +26,32 @@ def test_clear_winner_is_recommended_with_high_confidence(make_comparison):
 
 
 def test_gap_within_the_seed_spread_is_a_tie_broken_by_time_to_goal(make_comparison):
+    online = [{"test_accuracy": a, "curve": _curve(t, 600)} for a, t in ((0.95, 5.0), (0.96, 4.0), (0.94, 6.0))]
+    mini = [{"test_accuracy": a, "curve": _curve(t, 2000)} for a, t in ((0.948, 1.0), (0.958, 1.2), (0.938, 0.8))]
+    far = [{"test_accuracy": a, "curve": [(4000, 9.0, 0.6)]} for a in (0.60, 0.61, 0.59)]
     result = make_comparison(
-        {
-            "online + sgd": [{"test_accuracy": a, "curve": _curve(5.0, 600)} for a in (0.95, 0.96, 0.94)],
-            "mini-batch + adam": [{"test_accuracy": a, "curve": _curve(1.0, 2000)} for a in (0.948, 0.958, 0.938)],
-            "full-batch + sgd": [{"test_accuracy": a, "curve": [(4000, 9.0, 0.6)]} for a in (0.60, 0.61, 0.59)],
-        },
-        goal=0.9,
-    ).to_dict()
-    advice = recommend(result)
-    assert advice.choice == "mini-batch + adam" and advice.confidence == "low"
-    assert "on test accuracy they are tied" in advice.text
-    assert "Among the tied, mini-batch + adam reached 90% validation accuracy soonest (1.00 s), 5.0× sooner" in (
-        advice.text
+        {"online + sgd": online, "mini-batch + adam": mini, "full-batch + sgd": far}, goal=0.9
     )
-    assert "full-batch + sgd" not in advice.reasons[1]  # far behind: not among the tied
+    advice = recommend(result.to_dict())
+    assert advice.choice == "mini-batch + adam"
+    assert (
+        "The gap (0.002) is within the seed-to-seed spread (0.010): on test accuracy they are tied." in advice.text
+    )
+    # times 5, 4, 6 s (std 1.0) against 1.0, 1.2, 0.8 s (std 0.2): pooled sqrt((1 + 0.04) / 2) = 0.72; 4.0 / 0.72
+    assert (
+        "Among those tied on test accuracy, mini-batch + adam reached 90% validation accuracy soonest (1.00 s), "
+        "5.0× sooner than online + sgd; the next, online + sgd, took 4.00 s longer: 5.5× the seed spread."
+    ) in advice.text
+    assert advice.confidence == "high"
+    assert "full-batch + sgd" not in advice.reasons[1]  # far behind on accuracy: not among the tied
+
+
+def test_a_tie_on_both_accuracy_and_time_has_low_confidence(make_comparison):
+    a = [{"test_accuracy": x, "curve": _curve(t, 600)} for x, t in ((0.95, 1.0), (0.96, 2.0), (0.94, 3.0))]
+    b = [{"test_accuracy": x, "curve": _curve(t, 600)} for x, t in ((0.95, 1.5), (0.96, 2.5), (0.94, 3.5))]
+    advice = recommend(make_comparison({"a + sgd": a, "b + sgd": b}, goal=0.9).to_dict())
+    assert advice.choice == "a + sgd" and advice.confidence == "low"
+    assert "took 0.50 s longer: within the seed spread: any of them will do." in advice.text
 
 
 def test_between_one_and_two_spreads_is_moderate(make_comparison):

@@ -119,7 +119,7 @@ class CompareConfig(_Model):
     )
     schedules: list[ScheduleConfig] = Field(default_factory=lambda: [ScheduleConfig()])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="a count n (seeds 0..n-1) or a list")
-    budget: BudgetConfig = Field(default_factory=lambda: BudgetConfig(epochs=10))
+    budget: BudgetConfig = Field(default_factory=lambda: BudgetConfig(epochs=5))
     goal: float | None = Field(None, description="validation value to reach; default: chosen from the results")
     goal_metric: str | None = Field(None, description="default val_accuracy (classification), val_r2 (regression)")
     evals_per_run: int = Field(20, gt=0, description="evaluations spread over each run (plus each epoch end)")

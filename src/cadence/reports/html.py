@@ -20,7 +20,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-
 .meta { color: #555; } .warning { background: #fff3cd; padding: .6rem 1rem; border-radius: 6px; }
 #recommendation { background: #eef6ee; padding: .8rem 1.2rem; border-radius: 8px; }
 #recommendation .headline { font-size: 1.15rem; font-weight: 600; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; } .wide { overflow-x: auto; }
 th, td { padding: .3rem .6rem; border-bottom: 1px solid #e5e5e5; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child, td.text { text-align: left; }
 td.best { color: #0a6b2d; font-weight: 700; }
@@ -130,13 +130,14 @@ def render_html(result: dict, plots: dict[str, Path], advice: Recommendation | N
 <p class="meta">{meta}</p>{command}{warning}
 <section id="recommendation"><h2>Recommendation</h2>
 <p class="headline">{escape(advice.headline)}</p><ul>{reasons}</ul></section>
-<section><h2>Results</h2>{_summary_table(result)}
+<section><h2>Results</h2><div class="wide">{_summary_table(result)}</div>
 <p class="note">Mean ± standard deviation over seeds. Bold green: the best of its column (for the goal
 columns, among configurations that reached the goal in every seed). Time and samples to the goal are
 measured at evaluations, so they are exact to one evaluation interval. Interrupted or failed runs are
 left out of the statistics.</p></section>
 <section id="plots"><h2>Plots</h2>{figures}</section>
-<section><h2>Every run</h2><details><summary>{len(result["runs"])} runs</summary>{_runs_table(result)}</details>
+<section><h2>Every run</h2><details><summary>{len(result["runs"])} runs</summary>
+<div class="wide">{_runs_table(result)}</div></details>
 </section>
 <section><h2>Exact configuration</h2><p class="note">Rerun it with <code>cadence compare -c compare.yaml</code>;
 results.json holds each run's full config and history.</p><pre id="config">{escape(config_yaml)}</pre></section>

@@ -32,7 +32,8 @@ def _runs_by_group(result: dict) -> dict[int, list[dict]]:
 def seed_band(runs: list[dict], x: str, y: str, log: bool = False, points: int = 80):
     """Mean and standard deviation of `y` over the runs, interpolated on a common grid of `x`.
 
-    The grid spans the x range every run covers; with one run its own points are returned (std zero).
+    The grid spans the x range every run covers (log-spaced if `log`); with one run its own points are
+    returned (std zero).
     """
     curves = []
     for run in runs:
@@ -70,8 +71,11 @@ def _draw_curves(fig: Figure, result: dict, metric: str, axes_spec, title: str, 
             if band is None:
                 continue
             xs, mean, std = band
+            low, high = mean - std, mean + std
+            if logy:  # a band below zero cannot be drawn on a log axis: clip it at a tenth of the mean
+                low = np.maximum(low, mean / 10)
             ax.plot(xs, mean, color=color, label=g["label"], marker="." if len(xs) < 3 else None)
-            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
         if metric == goal["metric"] and goal["value"] is not None:
             ax.axhline(goal["value"], color="0.4", linestyle="--", linewidth=0.8, label="goal")
         if log:

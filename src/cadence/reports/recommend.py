@@ -173,6 +173,34 @@ def _troubles(groups: list[dict]) -> list[str]:
     return out
 
 
+def _judge(gap: float, spread: float | None) -> tuple[str, str]:
+    """(confidence, words) for a gap against the pooled seed spread of the two sides."""
+    if spread is None:
+        return "low", "with one seed there is no spread to judge that by"
+    ratio = gap / spread if spread > 0 else (math.inf if gap > 0 else 0.0)
+    if ratio >= CLEAR:
+        return "high", "more than the seed spread" if math.isinf(ratio) else f"{ratio:.1f}× the seed spread"
+    if ratio >= LIKELY:
+        return "moderate", f"{ratio:.1f}× the seed spread: likely, not certain"
+    return "low", "within the seed spread: any of them will do"
+
+
+def _tie_break(choice: dict, rivals: list[dict], best: dict, goal: dict, name: str) -> tuple[str, str]:
+    """Among configurations tied on the metric, the pick is the soonest to the goal; confidence from the
+    time gap to the next soonest against the seed spread of their times."""
+    t = _mean(choice, "goal_seconds")
+    text = f"Among those tied on {name}, {choice['label']} reached {goal_phrase(goal)} soonest ({t:.2f} s)"
+    if choice is not best and _all_reached(best):
+        text += f", {_mean(best, 'goal_seconds') / t:.1f}× sooner than {best['label']}"
+    if not rivals:
+        return "moderate", text + "; it is the only one of them to reach it in every seed."
+    nxt = min(rivals, key=lambda g: _mean(g, "goal_seconds"))
+    gap = _mean(nxt, "goal_seconds") - t
+    confidence, words = _judge(gap, pooled_spread(choice, nxt, "goal_seconds"))
+    text += f"; the next, {nxt['label']}, took {gap:.2f} s longer: {words}."
+    return confidence, text
+
+
 def recommend(result: dict) -> Recommendation:
     """Which configuration to use and why, with a confidence judged from the seed spread.
 
@@ -192,14 +220,10 @@ def recommend(result: dict) -> Recommendation:
     choice = best
     reasons = [ranking]
     quick = [g for g in contenders if _all_reached(g)]
-    if len(contenders) > 1 and quick:
+    if len(contenders) > 1 and quick:  # tied on the metric: the one that reaches the goal soonest
         choice = min(quick, key=lambda g: _mean(g, "goal_seconds"))
-        if choice is not best:
-            why = f"reached {goal_phrase(result['goal'])} soonest ({_mean(choice, 'goal_seconds'):.2f} s)"
-            if _all_reached(best):
-                factor = _mean(best, "goal_seconds") / _mean(choice, "goal_seconds")
-                why += f", {factor:.1f}× sooner than {best['label']}"
-            reasons.append(f"Among the tied, {choice['label']} {why}, so it is the pick.")
+        confidence, why = _tie_break(choice, [g for g in quick if g is not choice], best, result["goal"], name)
+        reasons.append(why)
     reasons += _speed(finished, result["goal"])
     reasons += _troubles(groups)
     seeds = len(result["compare"]["seeds"])
@@ -207,5 +231,6 @@ def recommend(result: dict) -> Recommendation:
         f"Measured over {seeds} seed{'s' if seeds > 1 else ''} per configuration under "
         f"{result['budget']['description']} on {result['data']['name']}."
     )
-    headline = f"Use {choice['label']} (lr {choice['lr']:g}). Confidence: {confidence}."
+    lr = "" if "(lr " in choice["label"] else f" (lr {choice['lr']:g})"  # labels of repeated optimizers hold it
+    headline = f"Use {choice['label']}{lr}. Confidence: {confidence}."
     return Recommendation(choice["label"], confidence, headline, reasons)
