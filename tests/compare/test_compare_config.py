@@ -69,11 +69,24 @@ def test_yaml_file_holds_run_settings_and_a_compare_section(tmp_path):
     assert base.model.spec == "mlp:16" and cc.budget.updates == 50 and cc.seeds == [0]
 
 
-def test_yaml_stop_budget_is_refused_because_compare_budget_rules(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("stop:\n  max_epochs: 3\n")
-    with pytest.raises(ConfigError, match=r"sets stop.max_epochs.*compare.budget"):
-        load_compare_file(path)
+@pytest.mark.parametrize(
+    ("yaml_text", "where", "fix"),
+    [
+        ("stop:\n  max_epochs: 3\n", "stop.max_epochs", "compare: {budget: {epochs: 5}}"),
+        ("strategy:\n  name: online\n", "strategy.name", "compare: {strategies:"),
+        ("optimizer:\n  weight_decay: 0.1\n", "optimizer", "{name: adam, lr: 0.001, weight_decay: 0.01}"),
+        ("seed: 4\n", "seed", "compare: {seeds: 3}"),
+    ],
+)
+def test_settings_the_grid_sets_per_run_are_refused_naming_the_compare_key(tmp_path, yaml_text, where, fix):
+    with pytest.raises(ConfigError, match=f"sets {where}, but a comparison sets it for every run") as err:
+        load_compare_file(_write(tmp_path, yaml_text))
+    assert fix in str(err.value)
+
+
+def test_run_settings_the_grid_keeps_apply_to_every_run(tmp_path):
+    base, _ = load_compare_file(_write(tmp_path, "strategy:\n  batch_size: 32\nstop:\n  tol: 0.001\n"))
+    assert base.strategy.batch_size == 32 and base.stop.tol == 0.001
 
 
 def test_dumped_yaml_reads_back_as_the_same_comparison(tmp_path):

@@ -208,29 +208,46 @@ def load_compare_file(path: str | Path) -> tuple[RunConfig, CompareConfig]:
     compare = tree.pop("compare", None) or {}
     if not isinstance(compare, dict):
         raise ConfigError(f"'compare' in {path} must be a mapping (strategies, optimizers, ...); got {compare!r}")
-    stop = tree.get("stop") or {}
-    budget_keys = [k for k in ("max_epochs", "max_updates", "max_samples", "max_seconds") if k in stop]
-    if budget_keys:
-        raise ConfigError(
-            f"{path} sets stop.{budget_keys[0]}, but a comparison gives every run the same budget from "
-            "compare.budget. Fix: remove it from stop and write e.g. compare: {budget: {samples: 12570}}."
-        )
+    _refuse_per_run_keys(tree, path)
     return build_config(tree, source=str(path)), build_compare_config(compare, source=str(path))
+
+
+# Settings the grid sets for every run, so a value in the run sections could not be honoured.
+PER_RUN = {
+    ("stop", "max_epochs"): "compare: {budget: {epochs: 5}}",
+    ("stop", "max_updates"): "compare: {budget: {updates: 1000}}",
+    ("stop", "max_samples"): "compare: {budget: {samples: 12570}}",
+    ("stop", "max_seconds"): "compare: {budget: {seconds: 10}}",
+    ("strategy", "name"): "compare: {strategies: [full-batch, mini-batch:64, online]}",
+    ("optimizer", None): "compare: {optimizers: [sgd, {name: adam, lr: 0.001, weight_decay: 0.01}]}",
+    ("schedule", None): "compare: {schedules: [constant]}",
+    ("seed", None): "compare: {seeds: 3}",
+}
+
+
+def _refuse_per_run_keys(tree: dict, path: Path) -> None:
+    for (section, key), fix in PER_RUN.items():
+        value = tree.get(section)
+        present = section in tree if key is None else isinstance(value, dict) and key in value
+        if present:
+            where = section if key is None else f"{section}.{key}"
+            raise ConfigError(
+                f"{path} sets {where}, but a comparison sets it for every run from the compare: section. "
+                f"Fix: remove {where} and write e.g. {fix}."
+            )
 
 
 def dump_compare_file(config: dict, compare: dict) -> str:
     """The YAML `cadence compare -c FILE` reads back into the same comparison.
 
     Args:
-        config: `RunConfig.model_dump(mode="json")`; its stop budgets are dropped (compare.budget rules).
+        config: `RunConfig.model_dump(mode="json")`; what the grid sets per run is dropped (PER_RUN).
         compare: `CompareConfig.dump()`.
     """
-    stop = {
-        k: v
-        for k, v in config["stop"].items()
-        if k not in ("max_epochs", "max_updates", "max_samples", "max_seconds")
-    }
-    return yaml.safe_dump({**config, "stop": stop, "compare": compare}, sort_keys=False)
+    tree = {k: v for k, v in config.items() if (k, None) not in PER_RUN}
+    for section in ("stop", "strategy"):
+        tree[section] = {k: v for k, v in config[section].items() if (section, k) not in PER_RUN}
+    return yaml.safe_dump({**tree, "compare": compare}, sort_keys=False)
 
 
 __all__ = [
