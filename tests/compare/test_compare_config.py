@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cadence.compare import build_compare_config, load_compare_file
@@ -101,3 +103,16 @@ def _write(tmp_path, text, name="c.yaml"):
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def test_readme_compare_yaml_example_is_a_valid_comparison(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Comparing strategies", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    base, cc = load_compare_file(_write(tmp_path, example))
+    assert base.model.spec == "mlp:128,64" and cc.budget.samples == 12570 and cc.goal == 0.95
+    assert [(o.name, "lr" in o.model_fields_set) for o in cc.optimizers] == [
+        ("sgd", False),
+        ("momentum", False),
+        ("adam", True),
+    ]

@@ -232,7 +232,7 @@ def compare(
         )
     elif not quiet:
         out_console.print(compare_table(tree))
-        out_console.print(f"[bold]{advice.headline}[/]")
+        out_console.print(f"[bold]{advice.headline}[/]", highlight=False)
         for reason in advice.reasons:
             out_console.print(f"- {reason}", highlight=False)
         out_console.print(f"results: {out / 'results.json'}")

@@ -93,7 +93,9 @@ def _init_worker(sink_queue, stop, data: Dataset | None) -> None:
         _DATA["given"] = data
 
 
-def _execute_in_worker(job: Job) -> dict:
+def _execute_in_worker(job: Job) -> dict | None:
+    if _STOP is not None and _STOP.is_set():  # queued before Ctrl-C, picked up after: never started
+        return None
     return execute(job, _SINK, _STOP)
 
 
@@ -125,6 +127,8 @@ class LiveDisplay:
     def __exit__(self, *exc) -> None:
         self.live.refresh()
         self.live.__exit__(*exc)
+        if not self.live.console.is_terminal:  # rich leaves the last frame without its newline there
+            self.live.console.line()
 
     def handle(self, event: tuple) -> None:
         kind, index, updates, metric = event
@@ -209,7 +213,8 @@ def _context():
     and forks each worker from that, so workers start without paying the imports again."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["cadence.compare.runner"])
+        # load_data imports sklearn.datasets lazily; preloaded, no worker pays for it on its first job
+        ctx.set_forkserver_preload(["cadence.compare.runner", "sklearn.datasets"])
         return ctx
     return mp.get_context("spawn")
 
@@ -238,7 +243,8 @@ def _run_in_workers(order: Sequence[Job], workers: int, data, display: LiveDispl
                 continue
             error = future.exception()
             if error is None:
-                collect(future.result())
+                if future.result() is not None:
+                    collect(future.result())
             else:  # the worker process itself died
                 job = futures[future]
                 collect({**job.describe(), "stop_reason": "error", "error": f"{type(error).__name__}: {error}"})
