@@ -98,8 +98,9 @@ def test_unknown_data_set_exits_2_listing_the_choices():
     )
 
 
-def test_compare_prints_one_row_per_strategy():
-    result = CliRunner().invoke(app, ["compare", "--epochs", "2", "--quiet", "--json"])
+def test_compare_prints_one_row_per_strategy(tmp_path):
+    args = ["compare", "--epochs", "2", "--optimizers", "sgd", "--seeds", "1", "--workers", "1"]
+    result = CliRunner().invoke(app, [*args, "--quiet", "--json", "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["strategy"] for r in rows] == ["full-batch", "mini-batch", "online"]

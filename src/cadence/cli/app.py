@@ -198,41 +198,121 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> 
         out_console.print(f"run directory: {run_dir}")
 
 
+def _compare_settings(config_file: Path | None, flags: dict, grid: dict):
+    """(RunConfig, CompareConfig) from an optional YAML file (with a `compare:` section), then flags."""
+    from cadence.compare import build_compare_config, load_compare_file
+    from cadence.config import build_config
+    from cadence.errors import ConfigError
+
+    base, settings = load_compare_file(config_file) if config_file else (build_config(), build_compare_config())
+    base = base.with_overrides({FLAG_KEYS[k]: v for k, v in flags.items() if v is not None})
+    tree = settings.dump()
+    budgets = {mode: grid.pop(mode) for mode in ("epochs", "samples", "updates", "seconds") if grid.get(mode)}
+    if len(budgets) > 1:
+        raise ConfigError(
+            f"give one budget, the quantity every run gets the same of; got {budgets}. "
+            "Fix: keep one of --epochs, --max-samples, --max-updates, --max-seconds."
+        )
+    if budgets:
+        tree["budget"] = budgets
+    for key in ("strategies", "optimizers", "schedules"):
+        if grid.get(key):
+            tree[key] = [part.strip() for part in grid[key].split(",") if part.strip()]
+    tree.update({k: grid[k] for k in ("seeds", "goal", "goal_metric", "workers") if grid.get(k) is not None})
+    settings = build_compare_config(tree, source="command-line flags")
+    if grid.get("lr") is not None:  # one lr for every optimizer entry, under every strategy
+        tree = settings.dump()
+        tree["optimizers"] = [{**o, "lr": grid["lr"]} for o in tree["optimizers"]]
+        settings = build_compare_config(tree, source="--lr")
+    return base, settings
+
+
 @app.command()
 def compare(
-    config: Annotated[Path | None, Opt("--config", "-c", help="YAML config; flags override it")] = None,
+    config: Annotated[
+        Path | None, Opt("--config", "-c", help="YAML: run settings plus a compare: section")
+    ] = None,
     data: Annotated[str | None, Opt(help="data set (default digits)")] = None,
     data_dir: Annotated[Path | None, Opt()] = None,
-    target: Annotated[str | None, Opt()] = None,
-    model: Annotated[str | None, Opt()] = None,
-    batch_size: Annotated[int | None, Opt()] = None,
-    optimizer: Annotated[str | None, Opt()] = None,
-    epochs: Annotated[int | None, Opt(help="max epochs for every strategy")] = None,
-    max_updates: Annotated[int | None, Opt()] = None,
-    max_samples: Annotated[int | None, Opt()] = None,
-    max_seconds: Annotated[float | None, Opt()] = None,
-    limit: Annotated[int | None, Opt()] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    as_json: Annotated[bool, Opt("--json", help="print one JSON summary per run as a list")] = False,
-    quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
-    debug: Annotated[bool, Opt()] = False,
+    target: Annotated[str | None, Opt(help="target column of a CSV file")] = None,
+    model: Annotated[str | None, Opt(help="mlp:128,64 | logreg | cnn | package.module:factory")] = None,
+    batch_size: Annotated[int | None, Opt(help="mini-batch size where the strategy does not give one")] = None,
+    limit: Annotated[int | None, Opt(help="use only the first N samples")] = None,
+    strategies: Annotated[
+        str | None, Opt(help="comma list; default full-batch,mini-batch,online (mini-batch:32 sets a batch)")
+    ] = None,
+    optimizers: Annotated[
+        str | None, Opt(help="comma list; default sgd,momentum,adam (adam:0.001 sets an lr)")
+    ] = None,
+    schedules: Annotated[str | None, Opt(help="comma list; default constant")] = None,
+    seeds: Annotated[int | None, Opt(help="seeds per configuration (default 3)")] = None,
+    lr: Annotated[float | None, Opt(help="one lr for every run (default: per strategy and optimizer)")] = None,
+    epochs: Annotated[int | None, Opt(help="budget: equal epochs (the default, 5)")] = None,
+    max_samples: Annotated[int | None, Opt(help="budget: equal samples seen")] = None,
+    max_updates: Annotated[int | None, Opt(help="budget: equal updates")] = None,
+    max_seconds: Annotated[float | None, Opt(help="budget: equal wall seconds")] = None,
+    goal: Annotated[float | None, Opt(help="validation value to race to (default: from the results)")] = None,
+    goal_metric: Annotated[str | None, Opt(help="default val_accuracy (classification) / val_r2")] = None,
+    workers: Annotated[int | None, Opt(help="worker processes (default: the usable cores)")] = None,
+    threads: Annotated[int | None, Opt(help="torch threads per worker (default 1)")] = None,
+    out: Annotated[Path | None, Opt(help="report directory (default runs/compare-<time>)")] = None,
+    as_json: Annotated[bool, Opt("--json", help="print the runs as one JSON list, nothing else")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="no live display or table")] = False,
+    debug: Annotated[bool, Opt(help="show tracebacks")] = False,
 ) -> None:
-    """Train the same model with full-batch, mini-batch and online SGD under one budget; print a table."""
+    """Compare strategies x optimizers x schedules over seeds under one budget; write results.json, plots
+    and report.html, and say which to use."""
     flags = {k: v for k, v in locals().items() if k in FLAG_KEYS}
+    grid = {"strategies": strategies, "optimizers": optimizers, "schedules": schedules, "seeds": seeds, "lr": lr}
+    grid |= {"epochs": epochs, "samples": max_samples, "updates": max_updates, "seconds": max_seconds}
+    grid |= {"goal": goal, "goal_metric": goal_metric, "workers": workers}
     try:
-        from cadence.callbacks import Progress
-        from cadence.compare import compare_strategies
+        from cadence.compare import compare as run_comparison
+        from cadence.compare.config import dump_compare_file
+        from cadence.reports import recommend, write_report
+        from cadence.reports.table import compare_table
 
-        cfg = _config(config, flags)
-        runs = compare_strategies(cfg, callbacks_for=None if (quiet or as_json) else lambda s: [Progress(s.value)])
+        base, settings = _compare_settings(config, flags, grid)
+        out = out or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
+
+        def save(partial) -> None:  # after every finished run, so Ctrl-C or a crash keeps what is done
+            partial.save(out / "results.json")
+
+        result = run_comparison(
+            base,
+            settings,
+            live=not (quiet or as_json),
+            on_result=save,
+            meta={"command": " ".join(["cadence", *sys.argv[1:]])},
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        result.save(out / "results.json")
+        (out / "compare.yaml").write_text(dump_compare_file(result.meta["config"], result.meta["compare"]))
+        tree = result.to_dict()
+        advice = recommend(tree)
+        report = write_report(tree, out, advice)
     except (CadenceError, OSError) as err:
         _fail(err, debug)
     if as_json:
-        print(json.dumps([r.summary() for r in runs]))
-        return
-    from cadence.reports.table import runs_table
-
-    out_console.print(runs_table(runs))
+        print(
+            json.dumps([{k: v for k, v in r.items() if k not in ("history", "run_config")} for r in tree["runs"]])
+        )
+    elif not quiet:
+        out_console.print(compare_table(tree))
+        out_console.print(f"[bold]{advice.headline}[/]", highlight=False)
+        for reason in advice.reasons:
+            out_console.print(f"- {reason}", highlight=False)
+        out_console.print(f"results: {out / 'results.json'}")
+    failed = [r for r in tree["runs"] if r.get("stop_reason") == "error"]
+    if failed:
+        err_console.print(f"[bold red]error:[/] {len(failed)} run(s) failed; first: {failed[0]['error']}")
+    if not as_json:
+        print(f"report: {report}")
+    if result.meta["interrupted"]:
+        err_console.print(f"interrupted: kept {len(tree['runs'])} of {result.meta['n_runs']} runs")
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,5 +1,22 @@
-"""Compare strategies (and later optimizers, schedules) on the same model, data and budget."""
+"""Compare strategies x optimizers x schedules x seeds on the same model, data and budget.
 
-from cadence.compare.strategies import DEFAULT_LRS, compare_strategies
+config.py (the `compare:` settings) -> grid.py (one job per run) -> runner.py (worker processes, live
+display, Ctrl-C) -> results.py (one tidy record per run, summaries per configuration); comparison.py ties them.
+"""
 
-__all__ = ["DEFAULT_LRS", "compare_strategies"]
+from cadence.compare.comparison import compare
+from cadence.compare.config import BudgetConfig, CompareConfig, build_compare_config, load_compare_file
+from cadence.compare.grid import DEFAULT_LRS, Job, build_grid
+from cadence.compare.results import CompareResult
+
+__all__ = [
+    "DEFAULT_LRS",
+    "BudgetConfig",
+    "CompareConfig",
+    "CompareResult",
+    "Job",
+    "build_compare_config",
+    "build_grid",
+    "compare",
+    "load_compare_file",
+]
