@@ -24,7 +24,7 @@ def as_numpy(a, what: str) -> np.ndarray:
 
 def check_features(x: np.ndarray, what: str = "features") -> None:
     """Raise DataError if `x` is empty, not numeric, 1-D, or has NaN/inf."""
-    if x.size == 0 or x.shape[0] == 0:
+    if x.size == 0:
         raise DataError(f"{what} is empty (shape {x.shape}). Fix: pass at least one sample.")
     if x.ndim < 2:
         raise DataError(
@@ -41,16 +41,24 @@ def check_features(x: np.ndarray, what: str = "features") -> None:
                 f"{what} has {int(bad.sum())} non-finite values (NaN or inf); first at row {row}, "
                 f"feature {col} = {x.reshape(x.shape[0], -1)[row, col]}. Fix: impute or drop those rows."
             )
+        limit = np.finfo(np.float32).max  # training runs in float32: larger values would become inf
+        big = np.abs(x.reshape(x.shape[0], -1)) > limit
+        if big.any():
+            row, col = np.argwhere(big)[0]
+            raise DataError(
+                f"{what} has {int(big.sum())} values beyond the float32 range (+-{limit:.3g}) training uses; "
+                f"first at row {row}, feature {col} = {x.reshape(x.shape[0], -1)[row, col]}. "
+                "Fix: rescale those features (e.g. log or divide by a constant)."
+            )
 
 
 def check_targets(y: np.ndarray, n_samples: int, task: str, n_classes: int | None, what: str = "labels") -> None:
     """Raise DataError if targets do not match the samples or the task (labels in [0, n_classes))."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.shape[0] != n_samples:
-        raise DataError(
-            f"{what} has {y.shape[0]} rows but the features have {n_samples}. Fix: pass one target per sample."
-        )
+    if y.ndim == 0 or y.shape[0] != n_samples:
+        got = f"{y.shape[0]} rows" if y.ndim else f"no rows (a single value {y.item()!r})"
+        raise DataError(f"{what} has {got} but the features have {n_samples}. Fix: pass one target per sample.")
     if task == "classification":
         if y.ndim != 1:
             raise DataError(f"{what} must be 1-D class indices; got shape {y.shape}. Fix: use argmax of one-hot.")
@@ -66,9 +74,11 @@ def check_targets(y: np.ndarray, n_samples: int, task: str, n_classes: int | Non
         bad = (y < 0) | (y >= n_classes)
         if bad.any():
             row = int(np.argmax(bad))
+            # A negative label has no n_classes that would fit it, so only suggest one for labels too large.
+            fix = ": class indices start at 0" if y[row] < 0 else f" or set n_classes={int(y.max()) + 1}"
             raise DataError(
                 f"{what} must be in [0, {n_classes - 1}] for {n_classes} classes; got {y[row]} at row {row}. "
-                f"Fix the labels or set n_classes={int(y.max()) + 1}."
+                f"Fix the labels{fix}."
             )
     else:
         if not np.issubdtype(y.dtype, np.number):
@@ -77,3 +87,10 @@ def check_targets(y: np.ndarray, n_samples: int, task: str, n_classes: int | Non
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
             raise DataError(f"{what} has non-finite targets; first at row {row}. Fix: drop or impute those rows.")
+        big = np.abs(y.astype(np.float64)) > np.finfo(np.float32).max
+        if big.any():
+            row = int(np.argwhere(big)[0][0])
+            raise DataError(
+                f"{what} has targets beyond the float32 range training uses; first at row {row} = "
+                f"{y.reshape(len(y), -1)[row]}. Fix: rescale the targets."
+            )

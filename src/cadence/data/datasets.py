@@ -5,6 +5,7 @@ Owns the in-memory `Dataset` every strategy reads from; file formats live in idx
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cadence.data.checks import as_numpy, check_features, check_targets
 from cadence.errors import DataError
 
 BUILTIN = ("digits", "fashion-mnist", "mnist")
+MAX_INFERRED_CLASSES = 100_000  # beyond this, labels are ids or values, not class indices
 
 
 @dataclass
@@ -94,11 +96,22 @@ def from_arrays(
         if n_classes is None:
             check_targets(y, len(x), "regression", None)  # numeric + finite before max()
             n_classes = int(np.max(y)) + 1
+            if n_classes > MAX_INFERRED_CLASSES:
+                raise DataError(
+                    f"labels go up to {int(np.max(y))}, which would mean {n_classes} classes (more than "
+                    f"{MAX_INFERRED_CLASSES}). Fix: map the labels to 0..K-1 (np.unique(y, return_inverse=True)),"
+                    " pass n_classes explicitly, or set task='regression'."
+                )
         check_targets(y, len(x), task, n_classes)
         y = y.reshape(-1).astype(np.int64)
     else:
         check_targets(y, len(x), task, None)
         y = y.astype(np.float32)
+    if (x_test is None) != (y_test is None):
+        raise DataError(
+            f"got {'x_test' if y_test is None else 'y_test'} without "
+            f"{'y_test' if y_test is None else 'x_test'}. Fix: pass both or neither."
+        )
     if x_test is not None:
         x_test = as_numpy(x_test, "test features")
         y_test = as_numpy(y_test, "test targets")
@@ -110,19 +123,16 @@ def from_arrays(
 
     if config.limit is not None:
         x, y = x[: config.limit], y[: config.limit]
-    strat = y if task == "classification" and np.bincount(y).min(initial=0) >= 2 else None
+    labels = y if task == "classification" else None
     idx = np.arange(len(x))
     if x_test is None and config.test_fraction > 0:
-        idx, test_idx = train_test_split(idx, test_size=config.test_fraction, random_state=seed, stratify=strat)
+        idx, test_idx = _split(idx, labels, config.test_fraction, seed, config)
         x_test, y_test = x[test_idx], y[test_idx]
     train_idx, val_idx = idx, idx[:0]
     if config.val_fraction > 0:
         # val_fraction is of all samples given; convert to a fraction of what the test split left.
         frac = min(config.val_fraction * len(x) / len(idx), 0.9)
-        sub = strat[idx] if strat is not None else None
-        if sub is not None and np.bincount(sub).min(initial=0) < 2:
-            sub = None
-        train_idx, val_idx = train_test_split(idx, test_size=frac, random_state=seed, stratify=sub)
+        train_idx, val_idx = _split(idx, labels, frac, seed, config)
     if x_test is None:
         x_test, y_test = x[:0], y[:0]
     if len(train_idx) == 0:
@@ -133,10 +143,17 @@ def from_arrays(
     mean = std = None
     if config.standardize != "none":
         axis = 0 if config.standardize == "feature" else None
-        mean = x_train.mean(axis=axis, keepdims=axis is not None).astype(np.float32)
-        std = x_train.std(axis=axis, keepdims=axis is not None).astype(np.float32)
+        # float64 statistics: a float32 sum of large values overflows to inf
+        mean = x_train.mean(axis=axis, keepdims=axis is not None, dtype=np.float64).astype(np.float32)
+        std = x_train.std(axis=axis, keepdims=axis is not None, dtype=np.float64).astype(np.float32)
         std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant features stay at 0
-        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+        with np.errstate(over="ignore", invalid="ignore"):
+            x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+        if not all(np.isfinite(a).all() for a in (x_train, x_val, x_test)):
+            raise DataError(
+                "standardizing the features overflowed float32: some feature spans more than +-1.7e38. "
+                "Fix: rescale the features, or set data.standardize='none'."
+            )
 
     def t(a):
         return torch.from_numpy(np.ascontiguousarray(a))
@@ -155,6 +172,27 @@ def from_arrays(
         mean=None if mean is None else torch.as_tensor(mean),
         std=None if std is None else torch.as_tensor(std),
     )
+
+
+def _split(idx: np.ndarray, labels: np.ndarray | None, test_size: float, seed: int, config: DataConfig):
+    """Seeded train_test_split of `idx`, stratified by class where sklearn can honour it.
+
+    sklearn stratifies only with >= 2 samples per class and room for every class on both sides.
+    """
+    strat = None
+    if labels is not None:
+        counts = np.bincount(labels[idx])
+        counts = counts[counts > 0]
+        n_test = math.ceil(test_size * len(idx))  # the size sklearn computes
+        if counts.min() >= 2 and n_test >= len(counts) and len(idx) - n_test >= len(counts):
+            strat = labels[idx]
+    try:
+        return train_test_split(idx, test_size=test_size, random_state=seed, stratify=strat)
+    except ValueError as err:  # too few samples for the fractions asked
+        raise DataError(
+            f"cannot split {len(idx)} samples with val_fraction={config.val_fraction} and "
+            f"test_fraction={config.test_fraction}: {err} Fix: pass more data or lower the fractions."
+        ) from None
 
 
 def load_data(config: DataConfig | None = None, seed: int = 0) -> Dataset:
