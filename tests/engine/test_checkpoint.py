@@ -74,7 +74,7 @@ def test_a_written_checkpoint_reads_back_bitwise_and_leaves_no_temp_files(tmp_pa
 def test_names_count_up_and_latest_is_the_newest(tmp_path):
     paths = [_write(checkpoint.checkpoints_dir(tmp_path), updates=u) for u in (5, 10, 15)]
     assert [p.name for p in paths] == ["ckpt-000001", "ckpt-000002", "ckpt-000003"]
-    assert checkpoint.latest(tmp_path).updates == 15
+    assert checkpoint.latest(checkpoint.checkpoints_dir(tmp_path)).updates == 15
     assert checkpoint.find(tmp_path).path == paths[-1]
     assert checkpoint.find(paths[0]).updates == 5  # one checkpoint named directly
 
@@ -156,7 +156,7 @@ def test_a_corrupt_newest_checkpoint_is_named_in_a_warning_and_the_previous_one_
     with pytest.raises(CheckpointError, match=re.escape(str(newest))):
         checkpoint.read(newest)
     with pytest.warns(CheckpointWarning, match=re.escape(str(newest))):
-        found = checkpoint.latest(run)
+        found = checkpoint.latest(directory)
     assert found.updates == 10 and found.path.name == "ckpt-000001"
 
 

@@ -169,7 +169,8 @@ def train(
             out_console.print(f"stop reason: {run.stop_reason.value}: {run.message}")
         out_console.print(f"run directory: {run_dir}")
     if run.stop_reason == "interrupted":  # by SIGINT/SIGTERM: the shell convention is 128 + SIGINT
-        err_console.print(f"interrupted: {run.message}. Continue with: cadence train --resume {run_dir}")
+        hint = f" Continue with: cadence train --resume {run_dir}" if plan.callbacks else ""
+        err_console.print(f"interrupted: {run.message}.{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
 
 

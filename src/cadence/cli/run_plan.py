@@ -71,8 +71,7 @@ def plan_run(
     cfg = base.with_overrides(overrides)
     run_dir = out or default_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
     callbacks = []
-    if ckpt is not None or settings["every_updates"] or settings["every_seconds"] or settings["keep"]:
-        callbacks.append(
-            Checkpointing(run_dir, settings["every_updates"], settings["every_seconds"], settings["keep"] or 3)
-        )
+    if ckpt is not None or any(v is not None for v in settings.values()):
+        keep = 3 if settings["keep"] is None else settings["keep"]
+        callbacks.append(Checkpointing(run_dir, settings["every_updates"], settings["every_seconds"], keep))
     return RunPlan(cfg, Path(run_dir), callbacks, ckpt, from_dir, notes)

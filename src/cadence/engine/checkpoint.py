@@ -303,10 +303,10 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / DIRNAME
 
 
-def latest(run_dir: str | Path) -> Checkpoint | None:
-    """The newest valid checkpoint of a run directory, or None. Each newer invalid one is skipped with a
-    CheckpointWarning naming it and saying why."""
-    for path in checkpoint_names(checkpoints_dir(run_dir)):
+def latest(directory: str | Path) -> Checkpoint | None:
+    """The newest valid checkpoint in a checkpoints directory (`checkpoints_dir(run_dir)`), or None.
+    Each newer invalid one is skipped with a CheckpointWarning naming it and saying why."""
+    for path in checkpoint_names(Path(directory)):
         try:
             return read(path)
         except CheckpointError as err:
@@ -332,7 +332,7 @@ def find(where: str | Path | Checkpoint) -> Checkpoint:
             f"cannot resume: {where} does not exist. Fix: pass the run directory of an earlier "
             "`cadence train --checkpoint-every N` run."
         )
-    found = latest(run_dir)
+    found = latest(checkpoints_dir(run_dir))
     if found is None:
         names = [p.name for p in checkpoint_names(checkpoints_dir(run_dir))]
         seen = f"found {len(names)} invalid: {', '.join(names)}" if names else "found none"

@@ -216,7 +216,7 @@ def train(
         _record(state, model, data, state.losses, start)
     restored = reason == StopReason.EARLY_STOPPED and stopping.restore_best(model)
     run = _finish(state, model, data, reason, restored, start)
-    run.message = guard.message or run.message
+    run.message, run.skipped_updates = guard.message or run.message, state.skipped_updates
     for cb in callbacks:
         cb.on_run_end(state, run)
     return run
