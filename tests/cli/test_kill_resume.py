@@ -31,9 +31,9 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 COMMON = ["--data", "digits", "--threads", "1", "--seed", "0", "--keep", "2", "-q"]
 FLAGS = {
     "online": ["--strategy", "online", "--model", "logreg", "--optimizer", "adam", "--lr", "0.01",
-               "--epochs", "2", "--eval-every", "500", "--checkpoint-every", "40"],
+               "--epochs", "3", "--eval-every", "500", "--checkpoint-every", "40"],
     "mini-batch": ["--strategy", "mini-batch", "--batch-size", "16", "--model", "mlp:16", "--dropout", "0.2",
-                   "--optimizer", "momentum", "--lr", "0.02", "--epochs", "20", "--checkpoint-every", "30"],
+                   "--optimizer", "momentum", "--lr", "0.02", "--epochs", "30", "--checkpoint-every", "30"],
     "full-batch": ["--strategy", "full-batch", "--model", "mlp:16", "--optimizer", "adam", "--lr", "0.003",
                    "--epochs", "600", "--checkpoint-every", "20"],
 }  # fmt: skip

@@ -230,6 +230,37 @@ def remove_temp(directory: str | Path) -> list[Path]:
 # --- reading -----------------------------------------------------------------------------------------
 
 
+def manifest_body(raw: bytes) -> dict:
+    """The body of a manifest, checked: its own SHA-256, our format and version, and an entry (sha256,
+    bytes) for each checkpoint file.
+
+    Raises:
+        ValueError: saying what is wrong with it.
+    """
+    try:
+        outer = json.loads(raw)
+        body = outer["body"]
+        ok = _sha256(json.dumps(body, sort_keys=True).encode()) == outer["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{MANIFEST} is empty or not a cadence manifest") from None
+    if not ok:
+        raise ValueError(f"{MANIFEST} does not match its own SHA-256 (corrupted)")
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise ValueError(f"{MANIFEST} is not in format {FORMAT!r}")
+    if body.get("version") != VERSION:
+        raise ValueError(f"format version {body.get('version')!r}; this cadence reads version {VERSION}")
+    files = body.get("files")
+    for name in FILES:
+        entry = files.get(name) if isinstance(files, dict) else None
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("bytes"), int)
+        ):
+            raise ValueError(f"{MANIFEST} does not list {name} with its SHA-256 and size")
+    return body
+
+
 def read(path: str | Path) -> Checkpoint:
     """Read and verify one checkpoint: manifest self-hash, then size and SHA-256 of every file, then
     parse (safetensors and JSON only). The bytes that are hashed are the bytes that are parsed.
@@ -251,22 +282,11 @@ def read(path: str | Path) -> Checkpoint:
     except OSError as err:
         raise bad(f"{MANIFEST} cannot be read: {err}") from None
     try:
-        outer = json.loads(raw)
-        body = outer["body"]
-        ok = _sha256(json.dumps(body, sort_keys=True).encode()) == outer["sha256"]
-    except (ValueError, KeyError, TypeError):
-        raise bad(f"{MANIFEST} is empty or not a cadence manifest") from None
-    if not ok:
-        raise bad(f"{MANIFEST} does not match its own SHA-256 (corrupted)")
-    if body.get("format") != FORMAT:
-        raise bad(f"{MANIFEST} has format {body.get('format')!r}, not {FORMAT!r}")
-    if body.get("version") != VERSION:
-        raise bad(f"format version {body.get('version')!r}; this cadence reads version {VERSION}")
-    listed = body.get("files", {})
+        listed = manifest_body(raw)["files"]
+    except ValueError as err:
+        raise bad(str(err)) from None
     data: dict[str, bytes] = {}
     for name in FILES:
-        if name not in listed:
-            raise bad(f"{MANIFEST} does not list {name}")
         try:
             blob = (path / name).read_bytes()
         except OSError as err:
@@ -289,13 +309,9 @@ def peek(path: str | Path) -> dict | None:
     """The manifest body of a checkpoint if it is intact (its files are not hashed), else None. Cheap:
     for deciding whether a new checkpoint is needed, never for loading."""
     try:
-        outer = json.loads((Path(path) / MANIFEST).read_bytes())
-        body = outer["body"]
-        if _sha256(json.dumps(body, sort_keys=True).encode()) == outer["sha256"] and body["format"] == FORMAT:
-            return body
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+        return manifest_body((Path(path) / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return None
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:

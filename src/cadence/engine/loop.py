@@ -254,7 +254,7 @@ def _finish(
     confusion = test.pop("test_confusion_matrix", None)
     reason = reason or StopReason.BUDGET
     message = {
-        StopReason.DIVERGED: f"the training loss became non-finite at update {state.updates + 1}; that update "
+        StopReason.DIVERGED: f"the loss or a gradient became non-finite at update {state.updates + 1}; that one "
         "was not applied and the last good weights are kept. Fix: lower the learning rate or clip gradients.",
         StopReason.EARLY_STOPPED: "no improvement of the validation metric within the patience"
         + ("; restored the best weights" if restored else ""),
