@@ -41,7 +41,7 @@ def data_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
     h = hashlib.sha256(f"{tuple(x.shape)} {x.dtype} {tuple(y.shape)} {y.dtype}".encode())
     stride = max(1, x.numel() * x.element_size() // (16 << 20))
     for t in (x, y):
-        h.update(np.ascontiguousarray(t[::stride].numpy()).tobytes())
+        h.update(np.ascontiguousarray(t[::stride].detach().cpu().numpy()).tobytes())
     return h.hexdigest()
 
 
