@@ -175,6 +175,13 @@ class StopConfig(_Model):
     early_stopping_patience: int = Field(5, gt=0)
     early_stopping_min_delta: float = Field(0.0, ge=0.0)
     restore_best_weights: bool = True
+    on_nonfinite: Literal["stop", "skip", "rollback"] = Field(
+        "stop",
+        description="a non-finite loss or gradient: stop (diverged), skip the update, or rollback to the "
+        "last checkpoint with the lr scaled by rollback_lr_factor",
+    )
+    max_skips: int = Field(10, gt=0, description="non-finite updates in a row tolerated before diverged")
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _some_budget(self) -> StopConfig:
@@ -253,10 +260,18 @@ class RunConfig(_Model):
             if value is None:
                 continue
             node = tree
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                if node.get(part) is None:  # an optional section (schedule.plateau) set by its first key
+            *parents, leaf = str(dotted).split(".")
+            for i, part in enumerate(parents):
+                if (
+                    part in node and node[part] is None
+                ):  # an optional section (schedule.plateau) set by its first key
                     node[part] = {}
+                if not isinstance(node.get(part), dict):
+                    where = ".".join(parents[: i + 1])
+                    raise ConfigError(
+                        f"unknown config key {dotted!r}: {where!r} is not a section. "
+                        f"Allowed sections: {', '.join(k for k, v in tree.items() if isinstance(v, dict))}."
+                    )
                 node = node[part]
             node[leaf] = value
         return build_config(tree)
@@ -309,6 +324,10 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"config file {path} does not exist. Fix: pass the path of a YAML file.") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"config file {path} could not be read: {err}. Fix: pass a readable UTF-8 YAML file."
+        ) from None
     if tree is not None and not isinstance(tree, dict):
         raise ConfigError(
             f"config file {path} must hold a mapping of sections (data, model, strategy, ...); "

@@ -1,5 +1,6 @@
-"""Callbacks the loop notifies: progress bar, and (later) checkpointing."""
+"""Callbacks the loop notifies: progress bar, checkpointing."""
 
+from cadence.callbacks.checkpointing import Checkpointing
 from cadence.callbacks.progress import Progress
 
-__all__ = ["Progress"]
+__all__ = ["Checkpointing", "Progress"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +74,8 @@ FLAG_KEYS = {
     "flip": "augment.flip",
     "rotate": "augment.rotate",
     "ensemble": "ensemble.members",
+    "on_nonfinite": "stop.on_nonfinite",
+    "max_skips": "stop.max_skips",
 }
 
 
@@ -80,6 +84,21 @@ def _config(config_file: Path | None, flags: dict):
 
     base = load_config(config_file) if config_file else build_config()
     return base.with_overrides({FLAG_KEYS[k]: v for k, v in flags.items() if v is not None})
+
+
+@contextmanager
+def _warnings_to_stderr():
+    """Show library warnings (a corrupt checkpoint skipped, ...) as one yellow line each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        previous = warnings.showwarning
+        warnings.showwarning = lambda msg, *a, **k: err_console.print(
+            f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True
+        )
+        try:
+            yield
+        finally:
+            warnings.showwarning = previous
 
 
 def _fail(err: Exception, debug: bool) -> None:
@@ -143,28 +162,50 @@ def train(
     flip: Annotated[bool | None, Opt("--flip/--no-flip", help="augment: random horizontal flips")] = None,
     rotate: Annotated[float | None, Opt(help="augment: random rotation up to N degrees")] = None,
     ensemble: Annotated[int | None, Opt(help="train K members with seeds seed..seed+K-1; average them")] = None,
+    on_nonfinite: Annotated[str | None, Opt(help="non-finite loss/gradient: stop | skip | rollback")] = None,
+    max_skips: Annotated[int | None, Opt(help="non-finite updates in a row before diverged")] = None,
+    checkpoint_every: Annotated[int | None, Opt(help="write a checkpoint every N updates")] = None,
+    checkpoint_seconds: Annotated[float | None, Opt(help="write a checkpoint every S seconds")] = None,
+    keep: Annotated[int | None, Opt(help="checkpoints to keep (default 3)")] = None,
+    resume: Annotated[Path | None, Opt(help="continue RUN_DIR exactly from its newest valid checkpoint")] = None,
+    allow_changes: Annotated[bool, Opt(help="let --resume continue with a changed config or data")] = False,
+    from_run: Annotated[
+        Path | None, Opt("--from", help="start a new run from the weights of RUN_DIR (e.g. with new --data)")
+    ] = None,
     out: Annotated[Path | None, Opt(help="run directory (default runs/<time>-<strategy>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the summary as one JSON object, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bar or table")] = False,
     debug: Annotated[bool, Opt(help="show tracebacks")] = False,
 ) -> None:
-    """Train one model and write a run directory (config, history, summary.json, model.safetensors)."""
+    """Train one model and write a run directory (config, history, summary.json, model.safetensors).
+
+    SIGINT/SIGTERM finish the current update, write a checkpoint (with --checkpoint-*) and exit with 130.
+    """
     flags = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     try:
         from cadence.callbacks import Progress
+        from cadence.cli.run_plan import plan_run
         from cadence.data.datasets import load_data
         from cadence.engine import train as train_run
 
-        cfg = _config(config, flags)
-        t0 = time.perf_counter()
-        dataset = load_data(cfg.data, seed=cfg.seed)
-        data_seconds = time.perf_counter() - t0
-        callbacks = [] if (quiet or as_json) else [Progress(f"{cfg.strategy.name.value}")]
-        run_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
-        if cfg.ensemble.members > 1:
-            _train_ensemble(cfg, dataset, run_dir, as_json, quiet)
-            return
-        run = train_run(None, dataset, cfg, callbacks=callbacks)
+        with _warnings_to_stderr():
+            overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
+            plan = plan_run(config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep)
+            cfg, run_dir = plan.config, plan.run_dir
+            for note in plan.notes:
+                err_console.print(note, highlight=False, soft_wrap=True)
+            t0 = time.perf_counter()
+            dataset = load_data(cfg.data, seed=cfg.seed)
+            data_seconds = time.perf_counter() - t0
+            if cfg.ensemble.members > 1:
+                _train_ensemble(cfg, dataset, run_dir, as_json, quiet)
+                return
+            callbacks = [] if (quiet or as_json) else [Progress(f"{cfg.strategy.name.value}")]
+            callbacks += plan.callbacks
+            model = plan.model(dataset)
+            run = train_run(
+                model, dataset, cfg, callbacks=callbacks, resume_from=plan.checkpoint, allow_changes=allow_changes
+            )
         run.data_seconds = data_seconds
         run.save(run_dir)
     except (CadenceError, OSError) as err:
@@ -172,14 +213,17 @@ def train(
     summary = {**run.summary(), "run_dir": str(run_dir)}
     if as_json:
         print(json.dumps(summary))
-        return
-    if not quiet:
+    elif not quiet:
         from cadence.reports.table import runs_table
 
         out_console.print(runs_table([run], title=f"Cadence: {dataset.describe()}"))
         if run.message:
             out_console.print(f"stop reason: {run.stop_reason.value}: {run.message}")
         out_console.print(f"run directory: {run_dir}")
+    if run.stop_reason == "interrupted":  # by SIGINT/SIGTERM: the shell convention is 128 + SIGINT
+        hint = f" Continue with: cadence train --resume {run_dir}" if plan.callbacks else ""
+        err_console.print(f"interrupted: {run.message}.{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
 
 
 def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> None:

@@ -41,6 +41,15 @@ def check_features(x: np.ndarray, what: str = "features") -> None:
                 f"{what} has {int(bad.sum())} non-finite values (NaN or inf); first at row {row}, "
                 f"feature {col} = {x.reshape(x.shape[0], -1)[row, col]}. Fix: impute or drop those rows."
             )
+        limit = np.finfo(np.float32).max  # training runs in float32: larger values would become inf
+        big = np.abs(x.reshape(x.shape[0], -1)) > limit
+        if big.any():
+            row, col = np.argwhere(big)[0]
+            raise DataError(
+                f"{what} has {int(big.sum())} values beyond the float32 range (+-{limit:.3g}) training uses; "
+                f"first at row {row}, feature {col} = {x.reshape(x.shape[0], -1)[row, col]}. "
+                "Fix: rescale those features (e.g. log or divide by a constant)."
+            )
 
 
 def check_targets(y: np.ndarray, n_samples: int, task: str, n_classes: int | None, what: str = "labels") -> None:
@@ -78,3 +87,10 @@ def check_targets(y: np.ndarray, n_samples: int, task: str, n_classes: int | Non
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
             raise DataError(f"{what} has non-finite targets; first at row {row}. Fix: drop or impute those rows.")
+        big = np.abs(y.astype(np.float64)) > np.finfo(np.float32).max
+        if big.any():
+            row = int(np.argwhere(big)[0][0])
+            raise DataError(
+                f"{what} has targets beyond the float32 range training uses; first at row {row} = "
+                f"{y.reshape(len(y), -1)[row]}. Fix: rescale the targets."
+            )

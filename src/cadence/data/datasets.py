@@ -18,6 +18,7 @@ from cadence.data.checks import as_numpy, check_features, check_targets
 from cadence.errors import DataError
 
 BUILTIN = ("digits", "fashion-mnist", "mnist")
+MAX_INFERRED_CLASSES = 100_000  # beyond this, labels are ids or values, not class indices
 
 
 @dataclass
@@ -96,6 +97,12 @@ def from_arrays(
         if n_classes is None:
             check_targets(y, len(x), "regression", None)  # numeric + finite before max()
             n_classes = int(np.max(y)) + 1
+            if n_classes > MAX_INFERRED_CLASSES:
+                raise DataError(
+                    f"labels go up to {int(np.max(y))}, which would mean {n_classes} classes (more than "
+                    f"{MAX_INFERRED_CLASSES}). Fix: map the labels to 0..K-1 (np.unique(y, return_inverse=True)),"
+                    " pass n_classes explicitly, or set task='regression'."
+                )
         check_targets(y, len(x), task, n_classes)
         y = y.reshape(-1).astype(np.int64)
     else:
@@ -141,10 +148,17 @@ def from_arrays(
         mode = "global" if images or x.ndim > 2 else "feature"
     if mode != "none":
         axis = 0 if mode == "feature" else None
-        mean = x_train.mean(axis=axis, keepdims=axis is not None).astype(np.float32)
-        std = x_train.std(axis=axis, keepdims=axis is not None).astype(np.float32)
+        # float64 statistics: a float32 sum of large values overflows to inf
+        mean = x_train.mean(axis=axis, keepdims=axis is not None, dtype=np.float64).astype(np.float32)
+        std = x_train.std(axis=axis, keepdims=axis is not None, dtype=np.float64).astype(np.float32)
         std = np.where(std < 1e-8, 1.0, std).astype(np.float32)  # constant features stay at 0
-        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+        with np.errstate(over="ignore", invalid="ignore"):
+            x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+        if not all(np.isfinite(a).all() for a in (x_train, x_val, x_test)):
+            raise DataError(
+                "standardizing the features overflowed float32: some feature spans more than +-1.7e38. "
+                "Fix: rescale the features, or set data.standardize='none'."
+            )
 
     def t(a):
         return torch.from_numpy(np.ascontiguousarray(a))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,6 +37,17 @@ class TrainState:
     lr: float = 0.0
     history: list[dict] = field(default_factory=list)
     skipped_updates: int = 0
+    # Resume and fault handling (engine/checkpoint.py, engine/faults.py):
+    losses: list[torch.Tensor] = field(default_factory=list)  # train losses since the last evaluation
+    stopping: Any = None  # the run's Stopping, whose memory (best metric, patience) a checkpoint keeps
+    stop_reason: StopReason | None = None  # set when resuming a run that had already finished
+    skipped_positions: list[list[int]] = field(default_factory=list)  # [epoch, position] of skipped updates
+    checkpoint_dir: Path | None = None  # where a Checkpointing callback writes; rollback reads it
+    data_sha256: str = ""  # fingerprint of the training data, so a resume can tell it changed
+
+    def next_position(self) -> tuple[int, int]:
+        """(epoch, position) of the next update: the start of the next epoch once this one has ended."""
+        return (self.epoch + 1, 0) if self.epochs_done > self.epoch else (self.epoch, self.position)
 
 
 class Callback:

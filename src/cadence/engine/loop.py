@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from cadence.config import RunConfig, Strategy, build_config
 from cadence.data.datasets import Dataset, from_arrays, load_data
+from cadence.engine import checkpoint, resume
 from cadence.engine.evaluate import evaluate, metric_names
 from cadence.engine.events import Callback, TrainState
+from cadence.engine.faults import Guard
 from cadence.engine.options import run_schedule, step_options
 from cadence.engine.run import Run
 from cadence.engine.step import step
 from cadence.engine.stopping import Stopping, StopReason
-from cadence.engine.strategies import updates, updates_per_epoch
+from cadence.engine.strategies import updates_per_epoch
 from cadence.errors import ConfigError, DataError
 from cadence.models import build_model
 from cadence.optim import build_optimizer
@@ -136,6 +139,8 @@ def train(
     config: RunConfig | dict | None = None,
     *,
     callbacks: Sequence[Callback] = (),
+    resume_from: str | Path | None = None,
+    allow_changes: bool = False,
     **overrides,
 ) -> Run:
     """Train `model` on `data` under `config.strategy`; return a Run with history and stop reason.
@@ -147,13 +152,21 @@ def train(
         config: a RunConfig or a nested dict; keyword overrides (`strategy="online"`, `lr=0.1`,
             `max_epochs=3`, or dotted keys) are applied on top and checked the same way.
         callbacks: Callback objects notified at run start, each update end, each epoch end and run end.
+        resume_from: a run directory (its newest valid checkpoint) or one checkpoint to continue from,
+            exactly: weights, optimizer, schedule, RNG, counters, history and data position come back.
+            `config=None` means the checkpoint's config (overrides apply on top).
+        allow_changes: resume even though the config or data differ from the checkpoint's.
 
     Raises:
         ConfigError, DataError: bad settings or data, before anything is trained.
+        CheckpointError: `resume_from` holds no valid checkpoint.
     """
     if isinstance(model, str):
         overrides = {**overrides, "model.spec": model}
         model = None
+    ckpt = checkpoint.find(resume_from) if resume_from is not None else None
+    if ckpt is not None and config is None:
+        config = resume.resume_config(ckpt)
     config = resolve_config(config, overrides)
     model, data = prepare(model, data, config)
     x, y, n = data.x_train, data.y_train, len(data.x_train)
@@ -172,24 +185,30 @@ def train(
         n,
         updates_per_epoch(config.strategy, n),
         lr=optimizer.param_groups[0]["lr"],
+        stopping=stopping,
+        data_sha256=resume.data_sha256(x, y),
     )
+    if ckpt is not None:
+        resume.restore(ckpt, state, allow_changes)
     for cb in callbacks:
         cb.on_run_start(state)
 
-    losses: list[torch.Tensor] = []  # kept as tensors; read once per evaluation
-    reason: StopReason | None = None
-    start = time.perf_counter()
+    guard = Guard(state).catch_signals()  # SIGINT/SIGTERM, non-finite updates; hands out the updates
+    reason: StopReason | None = state.stop_reason  # set when resuming a run that had finished
+    start = time.perf_counter() - state.seconds  # a resumed run continues its clock
     model.train()
     try:
-        for update in updates(config.strategy, n, config.seed):
+        for update in guard.updates():
             t0 = time.perf_counter()
             loss, applied = step(model, optimizer, x, y, update, data.task, options)
             if not applied:
-                reason = StopReason.DIVERGED
-                break
+                reason = guard.nonfinite(update)
+                if reason:
+                    break
+                continue
             scheduler.step()
             state.train_seconds += time.perf_counter() - t0
-            losses.append(loss)
+            state.losses.append(loss)  # kept as tensors; read once per evaluation
             state.updates += 1
             state.samples += update.n_samples
             state.epoch, state.position = update.epoch, update.position
@@ -197,12 +216,13 @@ def train(
             state.lr = optimizer.param_groups[0]["lr"]
             every = config.eval.every_updates
             if update.epoch_end or (every and state.updates % every == 0):
-                record = _record(state, model, data, losses, start)
-                losses = []
+                record = _record(state, model, data, state.losses, start)
+                state.losses = []
                 scheduler.observe(record)  # reduce-on-plateau cuts, if configured
                 reason = stopping.converged(record["train_loss"]) or stopping.early_stopped(record, model)
             state.seconds = time.perf_counter() - start
             reason = reason or stopping.budget(state.epochs_done, state.updates, state.samples, state.seconds)
+            reason = reason or guard.interrupted()
             for cb in callbacks:
                 reason = cb.on_update_end(state) or reason
                 if update.epoch_end:
@@ -211,10 +231,13 @@ def train(
                 break
     except KeyboardInterrupt:
         reason = StopReason.INTERRUPTED
-    if losses:  # the run ended between evaluations: record where it stopped
-        _record(state, model, data, losses, start)
+    finally:
+        guard.release_signals()
+    if state.losses:  # the run ended between evaluations: record where it stopped
+        _record(state, model, data, state.losses, start)
     restored = reason == StopReason.EARLY_STOPPED and stopping.restore_best(model)
     run = _finish(state, model, data, reason, restored, start)
+    run.message, run.skipped_updates = guard.message or run.message, state.skipped_updates
     for cb in callbacks:
         cb.on_run_end(state, run)
     return run
@@ -252,7 +275,7 @@ def _finish(
     confusion = test.pop("test_confusion_matrix", None)
     reason = reason or StopReason.BUDGET
     message = {
-        StopReason.DIVERGED: f"the training loss became non-finite at update {state.updates + 1}; that update "
+        StopReason.DIVERGED: f"the loss or a gradient became non-finite at update {state.updates + 1}; that one "
         "was not applied and the last good weights are kept. Fix: lower the learning rate or clip gradients.",
         StopReason.EARLY_STOPPED: "no improvement of the validation metric within the patience"
         + ("; restored the best weights" if restored else ""),

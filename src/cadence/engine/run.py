@@ -36,6 +36,7 @@ class Run:
     data_seconds: float | None = None
     restored_best: bool = False
     message: str = ""
+    skipped_updates: int = 0  # non-finite updates not applied (stop.on_nonfinite skip/rollback)
 
     @property
     def samples_per_s(self) -> float:
@@ -59,6 +60,7 @@ class Run:
             "eval_seconds": round(self.eval_seconds, 4),
             "data_seconds": None if self.data_seconds is None else round(self.data_seconds, 4),
             "samples_per_s": round(self.samples_per_s, 1),
+            "skipped_updates": self.skipped_updates,
             **{k: v for k, v in self.val_metrics.items()},
             **{k: v for k, v in self.test_metrics.items()},
         }
