@@ -80,9 +80,9 @@ def _train(monkeypatch, *args, **kwargs):
     trained: list[int] = []
     real_step = loop.step
 
-    def checked_step(model, optimizer, x, y, update, task):
+    def checked_step(model, optimizer, x, y, update, task, *rest):
         before = [p.detach().clone() for p in model.parameters()]
-        loss, applied = real_step(model, optimizer, x, y, update, task)
+        loss, applied = real_step(model, optimizer, x, y, update, task, *rest)
         if applied:
             trained.extend(torch.cat(update.chunks).tolist())
         else:

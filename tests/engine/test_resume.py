@@ -76,8 +76,8 @@ def _train(monkeypatch, *args, callbacks=(), **kwargs):
     trained: list[int] = []
     real_step = loop.step
 
-    def recording_step(model, optimizer, x, y, update, task):
-        loss, applied = real_step(model, optimizer, x, y, update, task)
+    def recording_step(model, optimizer, x, y, update, task, *rest):
+        loss, applied = real_step(model, optimizer, x, y, update, task, *rest)
         if applied:
             trained.extend(torch.cat(update.chunks).tolist())
         return loss, applied

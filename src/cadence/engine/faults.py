@@ -135,16 +135,6 @@ class Guard:
 
 
 def scale_lr(state: TrainState, factor: float) -> None:
-    """Multiply the learning rate by `factor`, in the optimizer and in the schedule's base rates (so the
-    schedule's next step does not undo it); chained schedules (`_schedulers`) included."""
-    for group in state.optimizer.param_groups:
-        group["lr"] *= factor
-        if "initial_lr" in group:
-            group["initial_lr"] *= factor
-    scheduler = state.scheduler
-    for sched in [scheduler, *getattr(scheduler, "_schedulers", [])]:
-        if sched is not None and hasattr(sched, "base_lrs"):
-            sched.base_lrs = [lr * factor for lr in sched.base_lrs]
-        if sched is not None and hasattr(sched, "_last_lr"):
-            sched._last_lr = [g["lr"] for g in state.optimizer.param_groups]
+    """Multiply the learning rate by `factor` through the schedule, so its next step does not undo it."""
+    state.scheduler.scale(factor)
     state.lr = state.optimizer.param_groups[0]["lr"]

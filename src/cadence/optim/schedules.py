@@ -170,6 +170,12 @@ class Schedule:
             self.cooldown_left, self.bad_evaluations = p.cooldown, 0
             self._apply()
 
+    def scale(self, factor: float) -> None:
+        """Multiply the lr by `factor` from now on, composed with the time schedule like a plateau cut
+        (the fault policy `rollback` uses it); saved in `scales`, so a checkpoint keeps it."""
+        self.scales = [s * factor for s in self.scales]
+        self._apply()
+
     def _apply(self) -> None:
         for i, group in enumerate(self.optimizer.param_groups):
             group["lr"] = self.base_lrs[i] * self._multiplier(i, self.t)
