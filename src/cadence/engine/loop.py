@@ -10,12 +10,13 @@ from torch import nn
 
 from cadence.config import RunConfig, Strategy, build_config
 from cadence.data.datasets import Dataset, from_arrays, load_data
+from cadence.engine import fast
 from cadence.engine.evaluate import evaluate, metric_names
 from cadence.engine.events import Callback, TrainState
 from cadence.engine.run import Run
 from cadence.engine.step import step
 from cadence.engine.stopping import Stopping, StopReason
-from cadence.engine.strategies import updates, updates_per_epoch
+from cadence.engine.strategies import Update, updates, updates_per_epoch
 from cadence.errors import ConfigError, DataError
 from cadence.models import build_model
 from cadence.optim import build_optimizer, build_schedule
@@ -138,11 +139,12 @@ def train(
     config = resolve_config(config, overrides)
     model, data = prepare(model, data, config)
     x, y, n = data.x_train, data.y_train, len(data.x_train)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(fast.threads_for(config) or threads)
     torch.manual_seed(config.seed)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     scheduler = build_schedule(optimizer, config.schedule)
+    engine = fast.engine_for(model, optimizer, config, data)  # None: autograd, one update at a time
     stopping = Stopping(config.stop)
     state = TrainState(
         config,
@@ -158,25 +160,31 @@ def train(
 
     losses: list[torch.Tensor] = []  # kept as tensors; read once per evaluation
     reason: StopReason | None = None
+    pending = updates(config.strategy, n, config.seed)
     start = time.perf_counter()
     model.train()
     try:
-        for update in updates(config.strategy, n, config.seed):
+        while True:
             t0 = time.perf_counter()
-            loss, applied = step(model, optimizer, x, y, update, data.task)
+            # A run of consecutive updates, never past an evaluation, epoch end or budget (one without engine).
+            block = fast.take(pending, fast.run_length(state, engine, callbacks))
+            if engine:
+                block_losses, applied = engine.apply(block, scheduler)
+            else:
+                loss, applied = step(model, optimizer, x, y, block[0], data.task)
+                block_losses = loss.reshape(1)[: int(applied)]
+                if applied:
+                    scheduler.step()
+            state.train_seconds += time.perf_counter() - t0
+            done = block[: len(block_losses)]  # all of it, unless an update's loss was not finite
+            if done:
+                losses.append(block_losses)
+                _advance(state, done)
             if not applied:
                 reason = StopReason.DIVERGED
                 break
-            scheduler.step()
-            state.train_seconds += time.perf_counter() - t0
-            losses.append(loss)
-            state.updates += 1
-            state.samples += update.n_samples
-            state.epoch, state.position = update.epoch, update.position
-            state.epochs_done += update.epoch_end
-            state.lr = optimizer.param_groups[0]["lr"]
             every = config.eval.every_updates
-            if update.epoch_end or (every and state.updates % every == 0):
+            if done[-1].epoch_end or (every and state.updates % every == 0):
                 record = _record(state, model, data, losses, start)
                 losses = []
                 reason = stopping.converged(record["train_loss"]) or stopping.early_stopped(record, model)
@@ -184,12 +192,14 @@ def train(
             reason = reason or stopping.budget(state.epochs_done, state.updates, state.samples, state.seconds)
             for cb in callbacks:
                 reason = cb.on_update_end(state) or reason
-                if update.epoch_end:
+                if done[-1].epoch_end:
                     reason = cb.on_epoch_end(state) or reason
             if reason:
                 break
     except KeyboardInterrupt:
         reason = StopReason.INTERRUPTED
+    finally:
+        torch.set_num_threads(threads)
     if losses:  # the run ended between evaluations: record where it stopped
         _record(state, model, data, losses, start)
     restored = reason == StopReason.EARLY_STOPPED and stopping.restore_best(model)
@@ -197,6 +207,15 @@ def train(
     for cb in callbacks:
         cb.on_run_end(state, run)
     return run
+
+
+def _advance(state: TrainState, done: list[Update]) -> None:
+    """Count the updates just applied and note where in the data they ended."""
+    state.updates += len(done)
+    state.samples += sum(u.n_samples for u in done)
+    state.epoch, state.position = done[-1].epoch, done[-1].position
+    state.epochs_done += sum(u.epoch_end for u in done)
+    state.lr = state.optimizer.param_groups[0]["lr"]
 
 
 def _record(state: TrainState, model: nn.Module, data: Dataset, losses: list[torch.Tensor], start: float) -> dict:
@@ -207,7 +226,7 @@ def _record(state: TrainState, model: nn.Module, data: Dataset, losses: list[tor
         "samples": state.samples,
         "seconds": t0 - start,
         "lr": state.lr,
-        "train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+        "train_loss": float(torch.cat(losses).mean()) if losses else float("nan"),
         **evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, state.config.eval.batch_size),
     }
     state.history.append(record)

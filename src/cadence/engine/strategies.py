@@ -76,5 +76,7 @@ def updates(
             for start in range(position, last, size):
                 batch = order[start : start + size]
                 stop = start + len(batch)
-                yield Update(batch.split(config.chunk_size), len(batch), epoch, stop, stop >= last)
+                # split() only when needed: it costs more than the rest of a one-sample update together.
+                chunks = (batch,) if len(batch) <= config.chunk_size else batch.split(config.chunk_size)
+                yield Update(chunks, len(batch), epoch, stop, stop >= last)
         epoch, position = epoch + 1, 0
