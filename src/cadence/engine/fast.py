@@ -63,7 +63,6 @@ HONOURED_FIELDS = frozenset(
 )
 ACTIVATIONS = {nn.ReLU: 0, nn.Tanh: 1, nn.Sigmoid: 2, nn.LeakyReLU: 3}
 KERNEL_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
-MAX_RUN = 4096  # updates per call: bounds how far a max_seconds budget can overshoot (~0.1 s)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -182,7 +181,7 @@ def run_length(state: TrainState, engine, callbacks: Sequence[Callback]) -> int:
     if engine is None or any(_sees_every_update(cb) for cb in callbacks):
         return 1
     config = state.config
-    limit = MAX_RUN
+    limit = engine.max_run
     every, stop = config.eval.every_updates, config.stop
     if every:
         limit = min(limit, every - state.updates % every)
@@ -195,7 +194,7 @@ def run_length(state: TrainState, engine, callbacks: Sequence[Callback]) -> int:
 
 
 def _sees_every_update(cb: Callback) -> bool:
-    return type(cb).on_update_end is not Callback.on_update_end and getattr(cb, "exact_updates", True)
+    return type(cb).on_update_end is not Callback.on_update_end and cb.exact_updates
 
 
 def take(pending: Iterator[Update], limit: int) -> list[Update]:
@@ -262,6 +261,8 @@ class OnlineKernel:
     Reads and writes the model's parameters and torch's own optimizer state (momentum_buffer, exp_avg,
     exp_avg_sq, step) in place, so autograd, checkpoints and later runs see the same state.
     """
+
+    max_run = 4096  # updates per call (~0.1 s): bounds how late a max_seconds budget or a progress bar acts
 
     def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, data: Dataset):
         self.linears, self.act = _layers(model)
@@ -361,6 +362,8 @@ class BatchEngine:
     """Batches through hand-derived gradients in torch ops: no autograd graph, gathered inputs in reused
     buffers, and for plain SGD the update fused into the gradient's matrix product (W.addmm_(d.T, a, alpha=-lr)).
     Other optimizers get the summed gradient in `.grad` and torch's own `optimizer.step()`."""
+
+    max_run = 16  # each update is its own Python call here: longer runs would gain nothing
 
     def __init__(self, model: MLP, optimizer: torch.optim.Optimizer, data: Dataset):
         self.linears, act = _layers(model)

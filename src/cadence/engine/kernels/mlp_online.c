@@ -28,7 +28,7 @@ typedef struct {
 
 static inline float act_fwd(int64_t act, float z) {
     switch (act) {
-    case ACT_RELU: return z > 0.0f ? z : 0.0f;
+    case ACT_RELU: return z < 0.0f ? 0.0f : z; /* NaN passes through, as in torch.relu */
     case ACT_TANH: return tanhf(z);
     case ACT_SIGMOID: return 1.0f / (1.0f + expf(-z));
     default: return z > 0.0f ? z : z * 0.01f;
