@@ -10,7 +10,9 @@ initial weights and returns samples/s per timed segment (and the trained model w
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -137,6 +139,8 @@ def lightning(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
     """Lightning's Trainer.fit, one epoch per timed segment (set-up and teardown excluded by a callback)."""
     import lightning as L
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no banner lines in the bench's output
+
     class Module(L.LightningModule):
         def __init__(self, net):
             super().__init__()
@@ -171,7 +175,9 @@ def lightning(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
         enable_model_summary=False,
         callbacks=[timer],
     )
-    trainer.fit(Module(model), loader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(model), loader)
     return [len(x) / s for s in timer.seconds]
 
 

@@ -389,8 +389,8 @@ class BatchEngine:
 
     def _mask(self, below: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """below * d(activation)/dz, the derivative taken from the activation's output as torch's backward does."""
-        if self.act_code == 0:
-            return below.mul_(a > 0)
+        if self.act_code == 0:  # autograd's own ReLU backward, written in place
+            return torch.ops.aten.threshold_backward.grad_input(below, a, 0, grad_input=below)
         if self.act_code == 1:
             return below.mul_(1 - a * a)
         if self.act_code == 2:
