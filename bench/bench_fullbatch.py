@@ -10,13 +10,15 @@ import statistics
 
 import torch
 
+import bench_minibatch
 import ceiling
 import fashion
 import references as ref
 from cadence.engine import fast, train
-from common import FLOPS_PER_SAMPLE, REPEATS, fresh_model, initial_state
+from common import FLOPS_PER_SAMPLE, REPEATS, fresh_model, initial_state, threads
 
 LR, UPDATES = 0.1, 3
+THREADS = bench_minibatch.THREADS
 
 
 def cadence_seconds(data, state, autograd: bool = False) -> list[float]:
@@ -26,7 +28,15 @@ def cadence_seconds(data, state, autograd: bool = False) -> list[float]:
         fast.engine_for = lambda *args: None
     try:
         for _ in range(REPEATS):
-            run = train(fresh_model(state), data, strategy="full-batch", optimizer="gd", lr=LR, max_epochs=UPDATES)
+            run = train(
+                fresh_model(state),
+                data,
+                strategy="full-batch",
+                optimizer="gd",
+                lr=LR,
+                max_epochs=UPDATES,
+                threads=THREADS,
+            )
             out.append(run.train_seconds / run.updates)
     finally:
         fast.engine_for = engine_for
@@ -46,13 +56,18 @@ def row(system: str, seconds: list[float], note: str = "") -> dict:
 def main() -> dict:
     data = fashion.cadence_dataset()
     state = initial_state()
+    with threads(THREADS):
+        return _measure(data, state)
+
+
+def _measure(data, state) -> dict:
     rows = [
         row("cadence full-batch", cadence_seconds(data, state), "fast engine, chunks of 8192"),
         row("cadence full-batch, autograd path", cadence_seconds(data, state, autograd=True), "fast engine off"),
     ]
     plain = ref.plain_full_batch(fresh_model(state), data.x_train, data.y_train, LR, REPEATS * UPDATES)
     rows.append(row("plain eager loop, whole set at once", plain))
-    _, rate = ceiling.samples_per_s(8192, None)
+    _, rate = ceiling.samples_per_s(8192, THREADS)
     best = len(data.x_train) * FLOPS_PER_SAMPLE / (rate * 1e9)
     return {
         "rows": rows,

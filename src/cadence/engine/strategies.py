@@ -74,9 +74,10 @@ def updates(
             size = 1 if config.name == Strategy.ONLINE else config.batch_size
             last = n - n % size if (config.drop_last and n % size) else n
             for start in range(position, last, size):
-                batch = order[start : start + size]
-                stop = start + len(batch)
-                # split() only when needed: it costs more than the rest of a one-sample update together.
-                chunks = (batch,) if len(batch) <= config.chunk_size else batch.split(config.chunk_size)
-                yield Update(chunks, len(batch), epoch, stop, stop >= last)
+                # Plain arithmetic and split() only when needed: Tensor.__len__ and split() cost more than
+                # the rest of a one-sample update together.
+                stop = min(start + size, last)
+                batch = order[start:stop]
+                chunks = (batch,) if stop - start <= config.chunk_size else batch.split(config.chunk_size)
+                yield Update(chunks, stop - start, epoch, stop, stop >= last)
         epoch, position = epoch + 1, 0
