@@ -234,3 +234,25 @@ def test_online_run_uses_one_thread_and_restores_the_count(digits):
     train(None, digits, callbacks=[Threads()], strategy="online", max_updates=10)
     assert seen == [1]
     assert torch.get_num_threads() == before
+
+
+def test_labels_the_model_cannot_output_fall_back_to_autograd(digits):
+    y = digits.y_train.clone()
+    y[5] = 12  # autograd raises on it; the kernel must never index with it
+    assert _engine(dataclasses.replace(digits, y_train=y), {"strategy": {"name": "online"}}) is None
+
+
+class HalveLr(Callback):
+    def on_update_end(self, state):
+        if state.updates == 200:
+            state.optimizer.param_groups[0]["lr"] /= 2
+
+
+@pytest.mark.parametrize("strategy", ["online", "mini-batch"])
+def test_a_callback_changing_the_learning_rate_has_the_autograd_effect(monkeypatch, digits, strategy):
+    # On the autograd path the halved lr applies to update 201, then the constant schedule restores it.
+    runs = []
+    for engine_for in (fast.engine_for, lambda *args: None):
+        monkeypatch.setattr(fast, "engine_for", engine_for)
+        runs.append(train(None, digits, callbacks=[HalveLr()], strategy=strategy, max_updates=400, threads=1))
+    assert_close(list(runs[0].model.parameters()), list(runs[1].model.parameters()))

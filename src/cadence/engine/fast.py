@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import importlib.machinery
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -91,7 +92,9 @@ def _layers(model: nn.Module) -> tuple[list[nn.Linear], int] | None:
         return None
     body = mods[1:]
     linears, acts = body[0::2], body[1::2]
-    if len(linears) != len(acts) + 1 or any(type(m) is not nn.Linear or m.bias is None for m in linears):
+    if not 0 < len(linears) < 64 or len(linears) != len(acts) + 1:  # the kernel keeps 64 layer pointers
+        return None
+    if any(type(m) is not nn.Linear or m.bias is None for m in linears):
         return None
     kinds = {type(a) for a in acts}
     if len(kinds) > 1 or any(k not in ACTIVATIONS for k in kinds):
@@ -140,14 +143,19 @@ def supports(model: nn.Module, optimizer: torch.optim.Optimizer, config: RunConf
     """Whether the fast path computes exactly what autograd would for this run (to rounding)."""
     if unhonoured_fields(config) or config.strategy.name == Strategy.STREAM:
         return False
-    if _layers(model) is None or _optimizer_kind(optimizer, list(model.parameters())) is None:
+    layers = _layers(model)
+    if layers is None or _optimizer_kind(optimizer, list(model.parameters())) is None:
         return False
-    x, y = data.x_train, data.y_train
-    if x.dtype != torch.float32 or not x.is_contiguous() or x.device.type != "cpu":
+    x, y, n_out = data.x_train, data.y_train, layers[0][-1].out_features
+    if x.dtype != torch.float32 or not x.is_contiguous() or x.device.type != "cpu" or len(x) == 0:
         return False
+    if layers[0][0].in_features != data.n_features:
+        return False
+    # The kernel indexes with the targets: anything autograd would reject goes there to be rejected.
     if data.task == "classification":
-        return y.dtype == torch.int64 and y.ndim == 1
-    return y.dtype == torch.float32 and y.is_contiguous() and (y.ndim == 1 or y.ndim == 2)
+        return y.dtype == torch.int64 and y.ndim == 1 and int(y.min()) >= 0 and int(y.max()) < n_out
+    shape_ok = (y.ndim == 1 and n_out == 1) or (y.ndim == 2 and y.shape[1] == n_out)
+    return y.dtype == torch.float32 and y.is_contiguous() and shape_ok
 
 
 def engine_for(
@@ -208,9 +216,16 @@ def take(pending: Iterator[Update], limit: int) -> list[Update]:
 
 
 def _advance_schedule(scheduler, n: int) -> None:
-    """The fast path only runs the constant schedule: n step() calls change nothing but the counters."""
-    scheduler.last_epoch += n
-    scheduler._step_count = getattr(scheduler, "_step_count", 0) + n
+    """As n `scheduler.step()` calls. The fast path only runs the constant schedule, which sets the same lr
+    at every step, so the counters skip ahead and only the last step is taken (it also resets an lr that a
+    callback changed, as the schedule does on the autograd path)."""
+    if n == 0:
+        return
+    scheduler.last_epoch += n - 1
+    scheduler._step_count = getattr(scheduler, "_step_count", 0) + n - 1
+    with warnings.catch_warnings():  # the fast path never calls optimizer.step(), which torch checks for
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        scheduler.step()
 
 
 # --------------------------------------------------------------------------------------------- C kernel
@@ -276,7 +291,6 @@ class OnlineKernel:
     def _bind(self) -> _Net:
         """Point the kernel at the parameters and optimizer state (at the first run, after any resume)."""
         fp = _FP
-        group = self.optimizer.param_groups[0]
         states = [self.optimizer.state[p] for p in self.params]
         if self.kind in ("momentum", "nesterov"):
             for p, s in zip(self.params, states, strict=True):
@@ -303,7 +317,6 @@ class OnlineKernel:
         b = [lin.bias.data for lin in self.linears]
         state_w = [[states[2 * i][k] for i in range(len(w))] for k in slots]
         state_b = [[states[2 * i + 1][k] for i in range(len(b))] for k in slots]
-        betas = group.get("betas", (0.9, 0.999))
         net = _Net(
             n_layers=len(self.linears),
             dims=self._dims,
@@ -312,12 +325,6 @@ class OnlineKernel:
             act=self.act,
             loss=0 if self.task == "classification" else 1,
             opt=KERNEL_OPTIMIZERS.index(self.kind),
-            lr=group["lr"],
-            momentum=group.get("momentum", 0.0),
-            weight_decay=group["weight_decay"],
-            beta1=betas[0],
-            beta2=betas[1],
-            eps=group.get("eps", 1e-8),
             work=ctypes.cast(self._work.data_ptr(), fp),
         )
         for i, slot in enumerate(("s1", "s2")[: len(slots)]):
@@ -330,6 +337,10 @@ class OnlineKernel:
         first update whose loss is not finite."""
         if self._net is None:
             self._net = self._bind()
+        net, group = self._net, self.optimizer.param_groups[0]
+        # Hyperparameters are read at every run: a callback may have changed them between updates.
+        net.lr, net.weight_decay, net.momentum = group["lr"], group["weight_decay"], group.get("momentum", 0.0)
+        (net.beta1, net.beta2), net.eps = group.get("betas", (0.9, 0.999)), group.get("eps", 1e-8)
         idx = torch.cat([u.chunks[0] for u in block])
         losses = torch.empty(len(block))
         adam = self.kind in ("adam", "adamw")
@@ -372,7 +383,6 @@ class BatchEngine:
         self.params = list(model.parameters())
         self.optimizer = optimizer
         self.kind = _optimizer_kind(optimizer, self.params)
-        self.fused_sgd = self.kind == "sgd" and optimizer.param_groups[0]["weight_decay"] == 0
         self.x = data.x_train.reshape(len(data.x_train), -1)
         self.y, self.task = data.y_train, data.task
         self._bufs: dict[int, list[torch.Tensor]] = {}
@@ -449,11 +459,12 @@ class BatchEngine:
     def apply(self, block: list[Update], scheduler) -> tuple[torch.Tensor, bool]:
         """Train the run. Returns (losses of the updates applied, whether all were)."""
         losses = torch.empty(len(block))
-        lr = self.optimizer.param_groups[0]["lr"]
+        group = self.optimizer.param_groups[0]
+        lr, fused_sgd = group["lr"], self.kind == "sgd" and group["weight_decay"] == 0
         done = 0
         with torch.no_grad():
             for update in block:
-                if self.fused_sgd and len(update.chunks) == 1:
+                if fused_sgd and len(update.chunks) == 1:
                     acts, loss, delta = self._forward(update.chunks[0], update.n_samples)
                     if not math.isfinite(loss):
                         break
