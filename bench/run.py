@@ -76,6 +76,12 @@ def main(claims: list[str]) -> None:
                 f"{claim} ceiling: {result['ceiling_samples_per_s']:,.0f} samples/s "
                 f"({result['ceiling_gflops']:.1f} GFLOP/s measured on the model's matrix shapes)"
             )
+    if "online" in results:
+        accs = list(results["online"]["cadence_accuracy_by_seed"].values())
+        console.print(
+            f"online, test accuracy after one epoch over {len(accs)} sample orders (seeds): mean "
+            f"{sum(accs) / len(accs):.4f}, range {min(accs):.4f}-{max(accs):.4f}"
+        )
     console.print(
         f"load average before {tuple(round(x, 2) for x in load_before)}, after "
         f"{tuple(round(x, 2) for x in os.getloadavg())} on {os.cpu_count()} cores; "
