@@ -42,5 +42,15 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# Bench-only packages: the `bench` extra, then deep-river without its dependencies: it pins torch<2.6 and
+# would replace the CPU torch wheel (its other dependencies are in the extra). Not part of `make test`.
+$(VENV)/.bench-installed: pyproject.toml | $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet --no-deps "deep-river==0.3.4"
+	touch $@
+
+bench: $(STAMP) system-deps $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

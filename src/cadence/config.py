@@ -257,8 +257,6 @@ class RunConfig(_Model):
         """Return a copy with dotted keys (`optimizer.lr`) replaced, checked like the original."""
         tree = self.model_dump(mode="python")
         for dotted, value in overrides.items():
-            if value is None:
-                continue
             node = tree
             *parents, leaf = str(dotted).split(".")
             for i, part in enumerate(parents):

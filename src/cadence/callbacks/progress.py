@@ -28,6 +28,8 @@ def expected_updates(state: TrainState) -> int | None:
 class Progress(Callback):
     """Shows updates done / expected, elapsed and remaining time; redraws at most ten times a second."""
 
+    exact_updates = False  # a redraw every run of updates is enough
+
     def __init__(self, description: str = "training", console: Console | None = None):
         self.description = description
         self.console = console or Console(stderr=True)

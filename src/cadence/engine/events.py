@@ -51,7 +51,14 @@ class TrainState:
 
 
 class Callback:
-    """Override any of the four events. `on_update_end` and `on_epoch_end` may return a StopReason."""
+    """Override any of the four events. `on_update_end` and `on_epoch_end` may return a StopReason.
+
+    A callback that overrides `on_update_end` but does not need the weights of every single update (a
+    progress bar) sets `exact_updates = False`: the fast engine may then apply a run of updates before
+    calling it once, with the counters of the run's last update.
+    """
+
+    exact_updates: bool = True
 
     def on_run_start(self, state: TrainState) -> None:
         pass

@@ -11,7 +11,7 @@ from torch import nn
 
 from cadence.config import RunConfig, Strategy, build_config
 from cadence.data.datasets import Dataset, from_arrays, load_data
-from cadence.engine import checkpoint, resume
+from cadence.engine import checkpoint, fast, resume
 from cadence.engine.evaluate import evaluate, metric_names
 from cadence.engine.events import Callback, TrainState
 from cadence.engine.faults import Guard
@@ -19,7 +19,7 @@ from cadence.engine.options import run_schedule, step_options
 from cadence.engine.run import Run
 from cadence.engine.step import step
 from cadence.engine.stopping import Stopping, StopReason
-from cadence.engine.strategies import updates_per_epoch
+from cadence.engine.strategies import Update, updates_per_epoch
 from cadence.errors import ConfigError, DataError
 from cadence.models import build_model
 from cadence.optim import build_optimizer
@@ -170,8 +170,8 @@ def train(
     config = resolve_config(config, overrides)
     model, data = prepare(model, data, config)
     x, y, n = data.x_train, data.y_train, len(data.x_train)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(fast.threads_for(config) or threads)
     torch.manual_seed(config.seed)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     scheduler = run_schedule(config, optimizer, data)
@@ -193,29 +193,39 @@ def train(
     for cb in callbacks:
         cb.on_run_start(state)
 
+    # None: autograd, one update at a time. Chosen after any resume: the kernel binds the restored tensors.
+    engine = fast.engine_for(model, optimizer, config, data)
     guard = Guard(state).catch_signals()  # SIGINT/SIGTERM, non-finite updates; hands out the updates
+    pending = guard.updates()
     reason: StopReason | None = state.stop_reason  # set when resuming a run that had finished
     start = time.perf_counter() - state.seconds  # a resumed run continues its clock
     model.train()
     try:
-        for update in guard.updates():
+        while True:
             t0 = time.perf_counter()
-            loss, applied = step(model, optimizer, x, y, update, data.task, options)
+            # A run of consecutive updates, never past an evaluation, epoch end or budget (one without engine).
+            block = fast.take(pending, fast.run_length(state, engine, callbacks))
+            if not block:
+                break
+            if engine:
+                block_losses, applied = engine.apply(block, scheduler)
+            else:
+                loss, applied = step(model, optimizer, x, y, block[0], data.task, options)
+                block_losses = loss.reshape(1)[: int(applied)]
+                if applied:
+                    scheduler.step()
+            state.train_seconds += time.perf_counter() - t0
+            done = block[: len(block_losses)]  # all of it, unless an update's loss was not finite
+            if done:
+                state.losses.append(block_losses)  # kept as tensors; read once per evaluation
+                _advance(state, done)
             if not applied:
-                reason = guard.nonfinite(update)
+                reason = guard.nonfinite(block[len(done)])
                 if reason:
                     break
                 continue
-            scheduler.step()
-            state.train_seconds += time.perf_counter() - t0
-            state.losses.append(loss)  # kept as tensors; read once per evaluation
-            state.updates += 1
-            state.samples += update.n_samples
-            state.epoch, state.position = update.epoch, update.position
-            state.epochs_done += update.epoch_end
-            state.lr = optimizer.param_groups[0]["lr"]
             every = config.eval.every_updates
-            if update.epoch_end or (every and state.updates % every == 0):
+            if done[-1].epoch_end or (every and state.updates % every == 0):
                 record = _record(state, model, data, state.losses, start)
                 state.losses = []
                 scheduler.observe(record)  # reduce-on-plateau cuts, if configured
@@ -225,7 +235,7 @@ def train(
             reason = reason or guard.interrupted()
             for cb in callbacks:
                 reason = cb.on_update_end(state) or reason
-                if update.epoch_end:
+                if done[-1].epoch_end:
                     reason = cb.on_epoch_end(state) or reason
             if reason:
                 break
@@ -233,6 +243,7 @@ def train(
         reason = StopReason.INTERRUPTED
     finally:
         guard.release_signals()
+        torch.set_num_threads(threads)
     if state.losses:  # the run ended between evaluations: record where it stopped
         _record(state, model, data, state.losses, start)
     restored = reason == StopReason.EARLY_STOPPED and stopping.restore_best(model)
@@ -243,6 +254,15 @@ def train(
     return run
 
 
+def _advance(state: TrainState, done: list[Update]) -> None:
+    """Count the updates just applied and note where in the data they ended."""
+    state.updates += len(done)
+    state.samples += sum(u.n_samples for u in done)
+    state.epoch, state.position = done[-1].epoch, done[-1].position
+    state.epochs_done += sum(u.epoch_end for u in done)
+    state.lr = state.optimizer.param_groups[0]["lr"]
+
+
 def _record(state: TrainState, model: nn.Module, data: Dataset, losses: list[torch.Tensor], start: float) -> dict:
     t0 = time.perf_counter()
     record = {
@@ -251,7 +271,7 @@ def _record(state: TrainState, model: nn.Module, data: Dataset, losses: list[tor
         "samples": state.samples,
         "seconds": t0 - start,
         "lr": state.lr,
-        "train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+        "train_loss": float(torch.cat(losses).mean()) if losses else float("nan"),
         **evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, state.config.eval.batch_size),
     }
     state.history.append(record)

@@ -74,7 +74,7 @@ def capture(state: TrainState, *, stop_reason: StopReason | None = None, history
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         "stopping": stopping,
-        "losses": torch.stack(state.losses) if state.losses else None,
+        "losses": torch.cat([t.reshape(-1) for t in state.losses]) if state.losses else None,
         "rng": {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(legacy=False),
@@ -233,7 +233,7 @@ def restore(ckpt: checkpoint.Checkpoint, state: TrainState, allow_changes: bool 
         if key in names:
             setattr(state, key, value)
     state.skipped_positions = [list(p) for p in state.skipped_positions]
-    state.losses = list(meta["losses"].unbind()) if meta["losses"] is not None else []
+    state.losses = [meta["losses"]] if meta["losses"] is not None else []
     state.lr = state.optimizer.param_groups[0]["lr"]
     torch.set_rng_state(meta["rng"]["torch"])
     np.random.set_state(meta["rng"]["numpy"])

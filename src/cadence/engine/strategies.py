@@ -80,10 +80,15 @@ def updates(
             size = micro * config.accumulate  # accumulation: k micro-batches, one update of k*micro samples
             last = n - n % size if (config.drop_last and n % size) else n
             for start in range(position, last, size):
-                batch = order[start : start + size]
-                stop = start + len(batch)
-                chunks = tuple(c for mb in batch.split(micro) for c in mb.split(config.chunk_size))
-                yield Update(chunks, len(batch), epoch, stop, stop >= last)
+                # Plain arithmetic, and split() only when needed: Tensor.__len__ and split() cost more than
+                # the rest of a one-sample update together.
+                stop = min(start + size, last)
+                batch = order[start:stop]
+                if stop - start <= min(micro, config.chunk_size):
+                    chunks = (batch,)
+                else:
+                    chunks = tuple(c for mb in batch.split(micro) for c in mb.split(config.chunk_size))
+                yield Update(chunks, stop - start, epoch, stop, stop >= last)
         epoch, position = epoch + 1, 0
 
 

@@ -123,8 +123,10 @@ class Schedule:
         """Updates stepped so far; the next update uses lr(t)."""
         return self.lambda_lr.last_epoch
 
-    def step(self) -> None:
-        """Advance one update."""
+    def step(self, n: int = 1) -> None:
+        """Advance `n` updates at once (the lr is a closed form of t, so only the last step needs computing)."""
+        self.lambda_lr.last_epoch += n - 1
+        self.lambda_lr._step_count += n - 1
         self.lambda_lr.step()
 
     def get_last_lr(self) -> list[float]:

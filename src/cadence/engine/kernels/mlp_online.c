@@ -1,0 +1,198 @@
+/* Online (one sample per update) training of a dense MLP: forward, loss, hand-derived backward and the
+ * optimizer update fused row by row, for a run of consecutive updates in one call.
+ *
+ * Plain C with no Python headers: cadence.engine.fast loads it with ctypes, so it builds wherever gcc does.
+ * The arithmetic follows torch's definitions (nn.Linear, F.cross_entropy / F.mse_loss with reduction="sum",
+ * torch.optim.SGD / Adam / AdamW single-tensor updates) so weights match the autograd path to rounding.
+ * Compiled with -ffp-contract=off: every fused multiply-add below is written out as fmaf on purpose.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_LEAKY_RELU = 3 };
+enum { LOSS_CROSS_ENTROPY = 0, LOSS_MSE = 1 };
+enum { OPT_SGD = 0, OPT_MOMENTUM = 1, OPT_NESTEROV = 2, OPT_ADAM = 3, OPT_ADAMW = 4 };
+
+typedef struct {
+    int64_t n_layers;         /* Linear layers; hidden activations sit between them */
+    const int64_t *dims;      /* n_layers + 1 widths: inputs, hidden..., outputs */
+    float **w, **b;           /* layer l: w[l] is dims[l+1] x dims[l] row-major (nn.Linear.weight), b[l] */
+    float **s1w, **s1b;       /* momentum buffer, or Adam's exp_avg (NULL for plain SGD) */
+    float **s2w, **s2b;       /* Adam's exp_avg_sq */
+    int64_t act, loss, opt;
+    float lr, momentum, weight_decay, beta1, beta2, eps;
+    double step;              /* Adam: updates already taken (torch's state["step"]) */
+    float *work;              /* 3 * sum(dims) floats of scratch */
+} Net;
+
+static inline float act_fwd(int64_t act, float z) {
+    switch (act) {
+    case ACT_RELU: return z < 0.0f ? 0.0f : z; /* NaN passes through, as in torch.relu */
+    case ACT_TANH: return tanhf(z);
+    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-z));
+    default: return z > 0.0f ? z : z * 0.01f;
+    }
+}
+
+/* d(activation)/dz written through the output a, as torch's backward formulas do. */
+static inline float act_grad(int64_t act, float a) {
+    switch (act) {
+    case ACT_RELU: return a > 0.0f ? 1.0f : 0.0f;
+    case ACT_TANH: return 1.0f - a * a;
+    case ACT_SIGMOID: return (1.0f - a) * a;
+    default: return a > 0.0f ? 1.0f : 0.01f;
+    }
+}
+
+static float dot(const float *restrict w, const float *restrict a, int64_t n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; j++) s = fmaf(w[j], a[j], s);
+    return s;
+}
+
+/* One row of one layer: gradient row g = d * a (+ weight decay), optimizer update in place. When `back` is
+ * not NULL, first accumulates back += d * (old row), the input gradient of the layer below. */
+static void update_row(const Net *net, float *restrict w, float *restrict s1, float *restrict s2, float d,
+                       const float *restrict a, int64_t n, float *restrict back, float step_size, float bc2_sqrt) {
+    const float nlr = -net->lr, wd = net->weight_decay, m = net->momentum;
+    if (back) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) back[j] = fmaf(d, w[j], back[j]);
+    }
+    switch (net->opt) {
+    case OPT_SGD:
+        if (wd == 0.0f) {
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) w[j] = fmaf(d * a[j], nlr, w[j]);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) w[j] = fmaf(fmaf(w[j], wd, d * a[j]), nlr, w[j]);
+        }
+        break;
+    case OPT_MOMENTUM:
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            float g = fmaf(w[j], wd, d * a[j]);
+            float v = s1[j] * m + g;
+            s1[j] = v;
+            w[j] = fmaf(v, nlr, w[j]);
+        }
+        break;
+    case OPT_NESTEROV:
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            float g = fmaf(w[j], wd, d * a[j]);
+            float v = s1[j] * m + g;
+            s1[j] = v;
+            w[j] = fmaf(fmaf(v, m, g), nlr, w[j]);
+        }
+        break;
+    default: { /* Adam, AdamW */
+        const float b1w = 1.0f - net->beta1, b2 = net->beta2, b2w = 1.0f - net->beta2, eps = net->eps;
+        const float adam_wd = net->opt == OPT_ADAM ? wd : 0.0f;
+        const float decay = net->opt == OPT_ADAMW ? 1.0f - net->lr * wd : 1.0f;
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+            float p = w[j] * decay;
+            float g = fmaf(p, adam_wd, d * a[j]);
+            float mm = s1[j] + b1w * (g - s1[j]);
+            float vv = s2[j] * b2 + b2w * g * g;
+            s1[j] = mm;
+            s2[j] = vv;
+            w[j] = p + (-step_size) * (mm / (sqrtf(vv) / bc2_sqrt + eps));
+        }
+    }
+    }
+}
+
+/* Loss of one sample (reduction "sum" over outputs) and its gradient wrt the outputs, into `delta`. */
+static float loss_and_delta(const Net *net, const float *out, int64_t k, const int64_t *yi, const float *yf,
+                            int64_t row, float *delta) {
+    if (net->loss == LOSS_CROSS_ENTROPY) {
+        float mx = out[0], s = 0.0f;
+        for (int64_t c = 1; c < k; c++) mx = out[c] > mx ? out[c] : mx;
+        for (int64_t c = 0; c < k; c++) s += expf(out[c] - mx);
+        /* As torch's log_softmax: log p = x - (max + log(sum exp(x - max))). */
+        const float shift = mx + logf(s);
+        const int64_t y = yi[row];
+        for (int64_t c = 0; c < k; c++) delta[c] = expf(out[c] - shift);
+        delta[y] -= 1.0f;
+        return -(out[y] - shift);
+    }
+    float total = 0.0f;
+    for (int64_t c = 0; c < k; c++) {
+        const float e = out[c] - yf[row * k + c];
+        total += e * e;
+        delta[c] = 2.0f * e;
+    }
+    return total;
+}
+
+/* Train `n_updates` updates of one sample each, rows idx[0..n_updates) of X. Writes each loss to `losses`.
+ * Stops before the first update whose loss is not finite, leaving the weights as they were.
+ * Returns the number of updates applied. */
+int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, const int64_t *yi, const float *yf,
+                           const int64_t *idx, int64_t n_updates, float *losses) {
+    const int64_t L = net->n_layers;
+    const int64_t *dims = net->dims;
+    int64_t total = 0;
+    for (int64_t l = 0; l <= L; l++) total += dims[l];
+    /* acts[l] for l >= 1 live in work; acts[0] is the input row itself. */
+    float *acts[64];
+    float *delta = net->work + total, *back = net->work + 2 * total;
+    {
+        float *p = net->work;
+        for (int64_t l = 0; l <= L; l++) {
+            acts[l] = p;
+            p += dims[l];
+        }
+    }
+    for (int64_t u = 0; u < n_updates; u++) {
+        const int64_t row = idx[u];
+        acts[0] = (float *)(X + row * n_features);
+        for (int64_t l = 0; l < L; l++) {
+            const int64_t in = dims[l], out = dims[l + 1];
+            const float *w = net->w[l], *b = net->b[l], *a = acts[l];
+            float *z = acts[l + 1];
+            for (int64_t i = 0; i < out; i++) z[i] = dot(w + i * in, a, in) + b[i];
+            if (l < L - 1)
+                for (int64_t i = 0; i < out; i++) z[i] = act_fwd(net->act, z[i]);
+        }
+        const float loss = loss_and_delta(net, acts[L], dims[L], yi, yf, row, delta);
+        if (!isfinite(loss)) return u;
+        losses[u] = loss;
+
+        float step_size = 0.0f, bc2_sqrt = 1.0f;
+        if (net->opt >= OPT_ADAM) {
+            net->step += 1.0;
+            const double bc1 = 1.0 - pow((double)net->beta1, net->step);
+            const double bc2 = 1.0 - pow((double)net->beta2, net->step);
+            step_size = (float)((double)net->lr / bc1);
+            bc2_sqrt = (float)sqrt(bc2);
+        }
+        const int sparse = net->opt == OPT_SGD && net->weight_decay == 0.0f;
+        for (int64_t l = L - 1; l >= 0; l--) {
+            const int64_t in = dims[l], out = dims[l + 1];
+            float *bk = l > 0 ? back : NULL;
+            if (bk) memset(bk, 0, sizeof(float) * in);
+            for (int64_t i = 0; i < out; i++) {
+                const float d = delta[i];
+                /* Plain SGD: a zero gradient row changes nothing (w + (-lr) * 0 == w), so skip it. */
+                if (sparse && d == 0.0f) continue;
+                float *s1 = net->s1w ? net->s1w[l] + i * in : NULL, *s2 = net->s2w ? net->s2w[l] + i * in : NULL;
+                update_row(net, net->w[l] + i * in, s1, s2, d, acts[l], in, bk, step_size, bc2_sqrt);
+            }
+            /* Biases: the gradient row is delta itself (a == 1). */
+            float one = 1.0f;
+            for (int64_t i = 0; i < out; i++) {
+                float *s1 = net->s1b ? net->s1b[l] + i : NULL, *s2 = net->s2b ? net->s2b[l] + i : NULL;
+                update_row(net, net->b[l] + i, s1, s2, delta[i], &one, 1, NULL, step_size, bc2_sqrt);
+            }
+            if (bk)
+                for (int64_t j = 0; j < in; j++) delta[j] = bk[j] * act_grad(net->act, acts[l][j]);
+        }
+    }
+    return n_updates;
+}
