@@ -64,6 +64,7 @@ HONOURED_FIELDS = frozenset(
 )
 ACTIVATIONS = {nn.ReLU: 0, nn.Tanh: 1, nn.Sigmoid: 2, nn.LeakyReLU: 3}
 KERNEL_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+KERNEL_ABI = 1  # CADENCE_KERNEL_ABI in kernels/mlp_online.c
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -259,7 +260,10 @@ def kernel() -> ctypes.CDLL | None:
         if path.exists():
             try:
                 lib = ctypes.CDLL(str(path))
-            except OSError:
+                lib.cadence_mlp_online_abi.restype = ctypes.c_int64
+                if lib.cadence_mlp_online_abi() != KERNEL_ABI:  # built from older source: reinstall
+                    return None
+            except (OSError, AttributeError):
                 return None
             fn = lib.cadence_mlp_online
             fn.restype = ctypes.c_int64
