@@ -211,7 +211,7 @@ def train(
                 block_losses, applied = engine.apply(block, scheduler)
             else:
                 loss, applied = step(model, optimizer, x, y, block[0], data.task, options)
-                block_losses = loss.reshape(1)[: int(applied)]
+                block_losses = loss.reshape(1)[: int(applied)]  # empty when the update was not applied
                 if applied:
                     scheduler.step()
             state.train_seconds += time.perf_counter() - t0

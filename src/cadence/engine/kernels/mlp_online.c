@@ -14,6 +14,11 @@ enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_LEAKY_RELU = 3 };
 enum { LOSS_CROSS_ENTROPY = 0, LOSS_MSE = 1 };
 enum { OPT_SGD = 0, OPT_MOMENTUM = 1, OPT_NESTEROV = 2, OPT_ADAM = 3, OPT_ADAMW = 4 };
 
+/* Bumped whenever Net or the entry point changes: the loader refuses a kernel built from other source. */
+#define CADENCE_KERNEL_ABI 1
+
+int64_t cadence_mlp_online_abi(void) { return CADENCE_KERNEL_ABI; }
+
 typedef struct {
     int64_t n_layers;         /* Linear layers; hidden activations sit between them */
     const int64_t *dims;      /* n_layers + 1 widths: inputs, hidden..., outputs */
