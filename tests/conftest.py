@@ -88,3 +88,12 @@ def make_comparison():
         return CompareResult(runs, meta)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (bitwise comparisons, and no oversubscription on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

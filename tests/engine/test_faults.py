@@ -13,8 +13,6 @@ from torch import nn
 import cadence
 import cadence.engine.loop as loop
 from cadence.callbacks import Checkpointing
-from cadence.config import DataConfig
-from cadence.data.datasets import load_data
 from cadence.engine import checkpoint
 from cadence.engine.step import step
 from cadence.engine.strategies import Update, epoch_order
@@ -28,17 +26,7 @@ BASE = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_data(DataConfig(name="digits"), seed=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class NanGradient(torch.autograd.Function):

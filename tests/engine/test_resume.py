@@ -10,7 +10,7 @@ import cadence
 import cadence.engine.loop as loop
 from cadence.callbacks import Checkpointing
 from cadence.config import DataConfig
-from cadence.data.datasets import from_arrays, load_data
+from cadence.data.datasets import from_arrays
 from cadence.engine import checkpoint, resume
 from cadence.errors import CheckpointError, ConfigError
 
@@ -43,17 +43,7 @@ CONFIGS = {
 STOP_AT = {"online": 433, "mini-batch": 57, "full-batch": 20}
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_data(DataConfig(name="digits"), seed=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class StopAt(cadence.Callback):

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cadence.config import RunConfig
-from cadence.data.datasets import Dataset, from_arrays, load_data
+from cadence.data.datasets import Dataset
 from cadence.engine.evaluate import evaluate
 from cadence.engine.events import Callback
-from cadence.engine.loop import resolve_config, train
+from cadence.engine.loop import as_dataset, resolve_config, train
 from cadence.engine.run import Run
-from cadence.errors import DataError
 from cadence.models.ensemble import Ensemble
 
 
@@ -62,12 +61,7 @@ def train_ensemble(
     config = resolve_config(config, overrides)
     k = members or config.ensemble.members
     base = config.with_overrides({"ensemble.members": 1})
-    if data is None:
-        data = load_data(base.data, seed=base.seed)
-    elif isinstance(data, tuple | list):
-        data = from_arrays(*data, config=base.data, seed=base.seed)
-    elif not isinstance(data, Dataset):
-        raise DataError(f"data must be a Dataset, an (x, y) tuple or None; got {type(data).__name__}.")
+    data = as_dataset(data, base)
     runs = [
         train(
             None,

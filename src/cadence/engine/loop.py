@@ -112,6 +112,17 @@ def _check_stop_metric(config: RunConfig, data: Dataset) -> None:
         )
 
 
+def as_dataset(data, config: RunConfig) -> Dataset:
+    """`data` as a Dataset: None loads `config.data`, an (x, y) tuple is checked and split, a Dataset is kept."""
+    if data is None:
+        return load_data(config.data, seed=config.seed)
+    if isinstance(data, tuple | list):
+        return from_arrays(*data, config=config.data, seed=config.seed)
+    if not isinstance(data, Dataset):
+        raise DataError(f"data must be a Dataset, an (x, y) tuple or None; got {type(data).__name__}.")
+    return data
+
+
 def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module, Dataset]:
     """Load/check the data and build/check the model before any state changes."""
     if config.ensemble.members > 1:
@@ -119,12 +130,7 @@ def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module
             f"train() trains one model; ensemble.members = {config.ensemble.members}. Fix: call "
             "cadence.train_ensemble (or `cadence train --ensemble K`), or set ensemble.members=1."
         )
-    if data is None:
-        data = load_data(config.data, seed=config.seed)
-    elif isinstance(data, tuple | list):
-        data = from_arrays(*data, config=config.data, seed=config.seed)
-    elif not isinstance(data, Dataset):
-        raise DataError(f"data must be a Dataset, an (x, y) tuple or None; got {type(data).__name__}.")
+    data = as_dataset(data, config)
     if model is None:
         torch.manual_seed(config.seed)
         model = build_model(config.model, data.input_shape, data.n_outputs)
