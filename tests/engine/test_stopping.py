@@ -12,13 +12,14 @@ from cadence.engine.stopping import Stopping
 
 
 def test_budget_stops_on_each_kind_of_budget(digits):
-    n = len(digits.x_train)
     assert cadence.train("logreg", digits, max_epochs=2).epochs == 2.0
     assert cadence.train("logreg", digits, max_updates=7, max_epochs=None).updates == 7
     run = cadence.train("logreg", digits, strategy="online", max_samples=123, max_epochs=None)
     assert run.samples_seen == 123 and run.stop_reason == StopReason.BUDGET
     run = cadence.train("logreg", digits, strategy="online", max_seconds=0.3, max_epochs=None)
-    assert run.stop_reason == StopReason.BUDGET and run.seconds >= 0.3 and run.samples_seen < 50 * n
+    # Time is the only budget left, so only it can have ended the run. (How many samples fit in 0.3 s is
+    # the machine's speed, not behaviour: the fast engine does 50 digits epochs in that time when idle.)
+    assert run.config.stop.max_epochs is None and run.stop_reason == StopReason.BUDGET and run.seconds >= 0.3
 
 
 def test_a_budget_is_required():
