@@ -32,7 +32,7 @@ def make_comparison():
     `groups` maps a label ("mini-batch 64 + adam") to one dict per seed: test_accuracy, and optionally
     curve [(samples, seconds, val_accuracy), ...], stop_reason, lr, updates.
     """
-    from cadence.compare import CompareResult
+    from cadence.comparison import CompareResult
     from cadence.config import build_config
 
     def make(groups: dict[str, list[dict]], goal: float | None = None) -> CompareResult:

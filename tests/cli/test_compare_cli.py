@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from cadence.cli.app import app
-from cadence.compare import load_compare_file
+from cadence.comparison import load_compare_file
 
 SMALL = ["--model", "mlp:16", "--limit", "400", "--workers", "1"]
 

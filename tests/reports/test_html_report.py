@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cadence.compare import build_compare_config, compare
+from cadence.comparison import build_compare_config, compare
 from cadence.config import build_config
 from cadence.reports import recommend, write_report
 

@@ -244,7 +244,7 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> 
 
 def _compare_settings(config_file: Path | None, flags: dict, grid: dict):
     """(RunConfig, CompareConfig) from an optional YAML file (with a `compare:` section), then flags."""
-    from cadence.compare import build_compare_config, load_compare_file
+    from cadence.comparison import build_compare_config, load_compare_file
     from cadence.config import build_config
     from cadence.errors import ConfigError
 
@@ -311,8 +311,8 @@ def compare(
     grid |= {"epochs": epochs, "samples": max_samples, "updates": max_updates, "seconds": max_seconds}
     grid |= {"goal": goal, "goal_metric": goal_metric, "workers": workers}
     try:
-        from cadence.compare import compare as run_comparison
-        from cadence.compare.config import dump_compare_file
+        from cadence.comparison import compare as run_comparison
+        from cadence.comparison.config import dump_compare_file
         from cadence.reports import recommend, write_report
         from cadence.reports.table import compare_table
 

@@ -9,7 +9,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from cadence.compare.config import dump_compare_file
+from cadence.comparison.config import dump_compare_file
 from cadence.reports.recommend import Recommendation, recommend
 from cadence.reports.table import HEADERS, compare_columns, compare_rows, goal_text
 

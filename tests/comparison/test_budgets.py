@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cadence.compare import build_compare_config, compare
+from cadence.comparison import build_compare_config, compare
 from cadence.config import build_config
 
 GRID = {"strategies": ["full-batch", "mini-batch:16", "online"], "optimizers": ["sgd"], "seeds": 1, "workers": 1}

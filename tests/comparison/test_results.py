@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from cadence.compare import CompareResult
-from cadence.compare.results import auto_goal, reach
+from cadence.comparison import CompareResult
+from cadence.comparison.results import auto_goal, reach
 
 
 def test_groups_give_mean_and_spread_over_seeds_and_mark_the_best(make_comparison):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cadence.compare import DEFAULT_LRS, build_compare_config, build_grid
+from cadence.comparison import DEFAULT_LRS, build_compare_config, build_grid
 from cadence.config import Strategy, build_config
 
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from cadence.compare.config import CompareConfig
-from cadence.compare.environment import environment, usable_cores
-from cadence.compare.grid import build_grid
-from cadence.compare.results import CompareResult
-from cadence.compare.runner import LiveDisplay, run_jobs
+from cadence.comparison.config import CompareConfig
+from cadence.comparison.environment import environment, usable_cores
+from cadence.comparison.grid import build_grid
+from cadence.comparison.results import CompareResult
+from cadence.comparison.runner import LiveDisplay, run_jobs
 from cadence.config import RunConfig, build_config
 from cadence.data.datasets import Dataset, load_data
 from cadence.engine.evaluate import metric_names

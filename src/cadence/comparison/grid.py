@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cadence.compare.config import BudgetConfig, CompareConfig, StrategyChoice
+from cadence.comparison.config import BudgetConfig, CompareConfig, StrategyChoice
 from cadence.config import OptimizerConfig, RunConfig, ScheduleConfig, Strategy, build_config
 from cadence.engine.strategies import updates_per_epoch
 

@@ -4,10 +4,10 @@ config.py (the `compare:` settings) -> grid.py (one job per run) -> runner.py (w
 display, Ctrl-C) -> results.py (one tidy record per run, summaries per configuration); comparison.py ties them.
 """
 
-from cadence.compare.comparison import compare
-from cadence.compare.config import BudgetConfig, CompareConfig, build_compare_config, load_compare_file
-from cadence.compare.grid import DEFAULT_LRS, Job, build_grid
-from cadence.compare.results import CompareResult
+from cadence.comparison.comparison import compare
+from cadence.comparison.config import BudgetConfig, CompareConfig, build_compare_config, load_compare_file
+from cadence.comparison.grid import DEFAULT_LRS, Job, build_grid
+from cadence.comparison.results import CompareResult
 
 __all__ = [
     "DEFAULT_LRS",

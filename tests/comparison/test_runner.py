@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from cadence.compare import build_compare_config, compare
+from cadence.comparison import build_compare_config, compare
 from cadence.config import build_config
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")

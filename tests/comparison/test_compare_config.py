@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cadence.compare import build_compare_config, load_compare_file
-from cadence.compare.config import dump_compare_file
+from cadence.comparison import build_compare_config, load_compare_file
+from cadence.comparison.config import dump_compare_file
 from cadence.errors import ConfigError
 
 

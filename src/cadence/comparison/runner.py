@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from cadence.compare.grid import Job, expected_updates
+from cadence.comparison.grid import Job, expected_updates
 from cadence.config import RunConfig
 from cadence.data.datasets import Dataset, load_data
 from cadence.engine import Callback, StopReason, TrainState, train
@@ -214,7 +214,7 @@ def _context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         # load_data imports sklearn.datasets lazily; preloaded, no worker pays for it on its first job
-        ctx.set_forkserver_preload(["cadence.compare.runner", "sklearn.datasets"])
+        ctx.set_forkserver_preload(["cadence.comparison.runner", "sklearn.datasets"])
         return ctx
     return mp.get_context("spawn")
 
