@@ -8,21 +8,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from cadence.engine.budget import budget_updates
 from cadence.engine.events import Callback, TrainState
 
 
 def expected_updates(state: TrainState) -> int | None:
     """Updates the budget allows, when it is known in advance (epochs, updates or samples)."""
-    stop = state.config.stop
-    caps = []
-    if stop.max_epochs:
-        caps.append(stop.max_epochs * state.updates_per_epoch)
-    if stop.max_updates:
-        caps.append(stop.max_updates)
-    if stop.max_samples:
-        per_update = max(1, state.n_train // max(1, state.updates_per_epoch))
-        caps.append(-(-stop.max_samples // per_update))
-    return min(caps) if caps else None
+    return budget_updates(state.config, state.n_train)
 
 
 class Progress(Callback):

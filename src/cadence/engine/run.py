@@ -1,19 +1,28 @@
-"""`Run`: what `train` returns — config, history, stop reason, final metrics — and how it is saved."""
+"""`Run`: what `train` returns (config, history, stop reason, final metrics, the engine that ran) and how it
+is saved: atomically, as checkpoints are (temp folder, fsync, rename)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from cadence.config import RunConfig
+from cadence.engine.checkpoint import TEMP, _fsync_dir, _write_file
 from cadence.engine.stopping import StopReason
+from cadence.errors import SaveError
+
+FILES = ("config.yaml", "history.jsonl", "history.csv", "summary.json", "model.safetensors")
 
 
 @dataclass
@@ -37,6 +46,8 @@ class Run:
     restored_best: bool = False
     message: str = ""
     skipped_updates: int = 0  # non-finite updates not applied (stop.on_nonfinite skip/rollback)
+    engine: str = "autograd"  # which engine applied the updates (engine/fast): autograd, c-kernel, batch
+    engine_fallback: str | None = None  # why no faster engine ran, or None
 
     @property
     def samples_per_s(self) -> float:
@@ -61,6 +72,8 @@ class Run:
             "data_seconds": None if self.data_seconds is None else round(self.data_seconds, 4),
             "samples_per_s": round(self.samples_per_s, 1),
             "skipped_updates": self.skipped_updates,
+            "engine": self.engine,
+            "engine_fallback": self.engine_fallback,
             **{k: v for k, v in self.val_metrics.items()},
             **{k: v for k, v in self.test_metrics.items()},
         }
@@ -72,28 +85,91 @@ class Run:
 
     def to_jsonl(self, path: str | Path) -> None:
         """Write the history, one JSON object per evaluation."""
-        with open(path, "w") as f:
-            for record in self.history:
-                f.write(json.dumps(record) + "\n")
+        Path(path).write_text(self._jsonl())
 
     def to_csv(self, path: str | Path) -> None:
         """Write the history as CSV, one row per evaluation (columns: the union of record keys)."""
+        Path(path).write_text(self._csv(), newline="")
+
+    def _jsonl(self) -> str:
+        return "".join(json.dumps(record) + "\n" for record in self.history)
+
+    def _csv(self) -> str:
         keys: list[str] = []
         for record in self.history:
             keys += [k for k in record if k not in keys]
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
+        out = io.StringIO(newline="")
+        writer = csv.DictWriter(out, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        return out.getvalue()
 
-    def save(self, run_dir: str | Path) -> Path:
-        """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors into `run_dir`."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
-        self.to_jsonl(run_dir / "history.jsonl")
-        self.to_csv(run_dir / "history.csv")
-        (run_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(run_dir / "model.safetensors"))
+    def save(self, run_dir: str | Path, carry: Iterable[str] | None = None) -> Path:
+        """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors into `run_dir`, atomically.
+
+        All five go into a temp folder beside `run_dir`, each fsynced; then renames swap it into place, so a
+        reader sees the old folder or the new one, never a mix. Entries of an existing `run_dir` other than
+        those five (its checkpoints/, ...) are carried into the new one: all of them, or only the names in
+        `carry` (the CLI carries checkpoints/ only when this run wrote them).
+
+        Raises:
+            SaveError: `run_dir` is a file, or the write failed (full disk, read-only): the message names
+                the path and the free space, and `run_dir` is left as it was.
+        """
+        run_dir = Path(run_dir).absolute()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SaveError(f"cannot save the run to {run_dir}: it is a file. Fix: pass a folder path.")
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        files = {
+            "config.yaml": yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False).encode(),
+            "history.jsonl": self._jsonl().encode(),
+            "history.csv": self._csv().encode(),
+            "summary.json": (json.dumps(self.summary(), indent=2) + "\n").encode(),
+            "model.safetensors": save(weights),
+        }
+        parent = run_dir.parent
+        tmp = parent / f"{TEMP}{run_dir.name}-{os.getpid()}"
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for name, data in files.items():
+                _write_file(tmp / name, data)
+            _fsync_dir(tmp)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _save_error(run_dir, err, sum(len(d) for d in files.values())) from None
+        self._swap(tmp, run_dir, carry)
         return run_dir
+
+    @staticmethod
+    def _swap(tmp: Path, run_dir: Path, carry: Iterable[str] | None) -> None:
+        """Put the complete temp folder in place of `run_dir` by renames alone (no space needed)."""
+        if run_dir.exists():
+            keep = None if carry is None else set(carry)
+            for entry in run_dir.iterdir():
+                if entry.name not in FILES and (keep is None or entry.name in keep):
+                    os.replace(entry, tmp / entry.name)
+            old = run_dir.parent / f"{TEMP}old-{run_dir.name}-{os.getpid()}"
+            os.replace(run_dir, old)
+            os.replace(tmp, run_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, run_dir)
+        _fsync_dir(run_dir.parent)
+
+
+def _save_error(run_dir: Path, err: OSError, needed: int) -> SaveError:
+    where = run_dir.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = f"{shutil.disk_usage(where).free:,} bytes free on {where}"
+    except OSError:
+        free = f"free space on {where} unknown"
+    kept = f"{run_dir} is left as it was" if run_dir.exists() else f"nothing was written to {run_dir}"
+    return SaveError(
+        f"could not save the run to {run_dir}: {err.strerror or err}"
+        f"{f' ({err.filename})' if err.filename else ''}; {free}, about {needed:,} bytes needed. {kept}. "
+        "Fix: free some space, or pass another --out (run.save(path))."
+    )
