@@ -68,7 +68,7 @@ def step(
     """
     o = options or StepOptions()
     optimizer.zero_grad(set_to_none=True)
-    total = torch.zeros((), device=x.device)
+    total = torch.zeros((), device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     offset = 0
     for idx in update.chunks:
         xb = x[idx]

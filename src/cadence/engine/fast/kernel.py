@@ -92,14 +92,14 @@ class OnlineKernel:
         slots = {"momentum": ["momentum_buffer"], "nesterov": ["momentum_buffer"]}.get(
             self.kind, ["exp_avg", "exp_avg_sq"] if self.kind in ("adam", "adamw") else []
         )
-        states = [self.optimizer.state[p] for p in self.params]
+        states = [self.optimizer.state.get(p, {}) for p in self.params]  # .get: plain SGD keeps no state
         return [*self.params, *(s[k] for k in slots for s in states if k in s)]
 
     def _bind(self) -> _Net:
         """Point the kernel at the parameters and optimizer state (again whenever a resume, a rollback or a
         callback replaced any of those tensors)."""
         fp = _FP
-        states = [self.optimizer.state[p] for p in self.params]
+        states = [self.optimizer.state[p] for p in self.params] if self.kind != "sgd" else []
         if self.kind in ("momentum", "nesterov"):
             for p, s in zip(self.params, states, strict=True):
                 # torch starts the buffer at the first gradient; 0 * momentum + g is that gradient exactly.

@@ -25,7 +25,8 @@ enum { OPT_SGD = 0, OPT_MOMENTUM = 1, OPT_NESTEROV = 2, OPT_ADAM = 3, OPT_ADAMW 
 /* Why a call returned before its last update (Net.status). */
 enum { STATUS_DONE = 0, STATUS_NONFINITE = 1, STATUS_BAD_TARGET = 2 };
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#ifdef CLONES /* -DCLONES= builds for the compiler's target alone (to try one instruction set) */
+#elif defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CLONES
