@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from cadence.config import DataConfig, build_config
-from cadence.data.datasets import from_arrays, load_data
+from cadence.config import build_config
+from cadence.data.datasets import from_arrays
 from cadence.engine import Callback, StopReason, fast, train
 from cadence.engine.fast import predicate
+from cadence.engine.loop import resolve_config
 from cadence.engine.strategies import Update
 from cadence.errors import DataError
-from cadence.engine.loop import resolve_config
 from cadence.models import build_model
 from cadence.optim import build_optimizer
 
@@ -83,7 +83,10 @@ def run_three(data, **settings):
 
 def distance(tensors, reference) -> float:
     """max |t - ref| over all the tensors, in float64."""
-    return max(float((t.detach().double() - r.detach().double()).abs().max()) for t, r in zip(tensors, reference, strict=True))
+    return max(
+        float((t.detach().double() - r.detach().double()).abs().max())
+        for t, r in zip(tensors, reference, strict=True)
+    )
 
 
 def assert_as_close_as_autograd(fast_tensors, autograd_tensors, float64_tensors, floor: float = 1e-7):
@@ -190,7 +193,9 @@ def test_non_finite_loss_stops_the_fast_engine_before_that_update(digits, strate
     x = digits.x_train.clone()
     x[100] = float("inf")  # shuffle off: online update 101 (mini-batch update 13 of 8) meets it
     data = dataclasses.replace(digits, x_train=x)
-    settings = dict(strategy=strategy, batch_size=8, max_epochs=1, lr=0.01, threads=1, **{"strategy.shuffle": False})
+    settings = dict(
+        strategy=strategy, batch_size=8, max_epochs=1, lr=0.01, threads=1, **{"strategy.shuffle": False}
+    )
     quick = train(None, data, **settings)
     slow = train(None, data, engine="autograd", **settings)
     assert quick.engine != "autograd"

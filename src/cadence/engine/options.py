@@ -14,10 +14,10 @@ from torch import nn
 from cadence.config import RunConfig, Strategy
 from cadence.data.augment import Augmenter
 from cadence.data.datasets import Dataset
-from cadence.engine.evaluate import lower_is_better, metric_names
-from cadence.engine.step import StepOptions
 from cadence.engine import budget
 from cadence.engine.budget import budget_updates, updates_per_epoch
+from cadence.engine.evaluate import lower_is_better, metric_names
+from cadence.engine.step import StepOptions
 from cadence.errors import ConfigError
 from cadence.optim import Schedule, build_schedule, penalized_parameters
 
@@ -85,7 +85,9 @@ def device_for(config: RunConfig, model: nn.Module, optimizer, scheduler, data: 
     if want == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        cpu_engine = choose_engine(model, optimizer, scheduler, config, data.x_train, data.y_train, data.task, options)
+        cpu_engine = choose_engine(
+            model, optimizer, scheduler, config, data.x_train, data.y_train, data.task, options
+        )
         return torch.device("cpu" if cpu_engine.name == "c-kernel" else "cuda")
     if want.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0

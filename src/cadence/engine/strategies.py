@@ -64,7 +64,9 @@ def check(config: StrategyConfig, n: int) -> None:
             if config.drop_last
             else "so every update would hold all of them: that is full-batch"
         )
-        knob, most = ("batch_size", n // config.accumulate) if config.name == Strategy.MINI_BATCH else ("accumulate", n)
+        knob, most = (
+            ("batch_size", n // config.accumulate) if config.name == Strategy.MINI_BATCH else ("accumulate", n)
+        )
         alternative = "" if config.drop_last else ", or use strategy full-batch"
         raise ConfigError(
             f"{what} is larger than the {n} training samples, and {effect}. "

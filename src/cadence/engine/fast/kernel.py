@@ -144,8 +144,10 @@ class OnlineKernel:
     def apply(self, updates: Sequence[Update]) -> Applied:
         """Train the updates in order, stopping before the first whose loss or gradient is not finite."""
         current = self._state_tensors()
-        if self._net is None or len(current) != len(self._bound) or any(
-            a is not b or a.data_ptr() != b.data_ptr() for a, b in zip(current, self._bound, strict=False)
+        if (
+            self._net is None
+            or len(current) != len(self._bound)
+            or any(a is not b or a.data_ptr() != b.data_ptr() for a, b in zip(current, self._bound, strict=False))
         ):
             self._net = self._bind()
         net, group = self._net, self.optimizer.param_groups[0]

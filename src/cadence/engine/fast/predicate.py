@@ -99,7 +99,10 @@ def model_reason(model: nn.Module) -> str | None:
         return f"activation {names}: the fast engines implement relu, tanh, sigmoid and leaky_relu (0.01)"
     if any(isinstance(a, nn.LeakyReLU) and a.negative_slope != 0.01 for a in acts):
         return "a LeakyReLU slope other than 0.01"
-    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in model.modules()):
+    if any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in model.modules()
+    ):
         return "the model has hooks"
     params = list(model.parameters())
     if any(p.dtype != torch.float32 for p in params):
@@ -169,11 +172,17 @@ def why_not(
         return reason
     params = list(model.parameters())
     if optimizer_kind(optimizer, params) is None:
-        return f"optimizer {type(optimizer).__name__} with these settings: the fast engines implement SGD, momentum, Nesterov, Adam and AdamW"
+        return (
+            f"optimizer {type(optimizer).__name__} with these settings: the fast engines implement SGD, "
+            "momentum, Nesterov, Adam and AdamW"
+        )
     linears, _ = mlp_layers(model)
     n_out = linears[-1].out_features
     if x.dtype != torch.float32 or not x.is_contiguous() or x.device.type != "cpu":
-        return f"the inputs are {x.dtype} on {x.device}{'' if x.is_contiguous() else ', not contiguous'}: the fast engines read contiguous float32 on the CPU"
+        layout = "" if x.is_contiguous() else ", not contiguous"
+        return (
+            f"the inputs are {x.dtype} on {x.device}{layout}: the fast engines read contiguous float32 on the CPU"
+        )
     if len(x) == 0 or x[0].numel() != linears[0].in_features:
         return "the inputs do not have the model's input width"
     # The engines index with the targets: anything autograd would reject goes there to be rejected.
