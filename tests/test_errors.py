@@ -117,6 +117,28 @@ def _read_only(tmp: Path):
         os.open = real
 
 
+def _out_a_file(tmp: Path):
+    (tmp / "f").write_text("not a folder")
+    return CliRunner().invoke(app_for_cli(), ["train", "--quiet", "--max-updates", "2", "--out", str(tmp / "f")])
+
+
+def _out_another_run(tmp: Path):
+    args = ["train", "--quiet", "--model", "logreg", "--max-updates", "2", "--out", str(tmp / "run")]
+    CliRunner().invoke(app_for_cli(), args)
+    return CliRunner().invoke(app_for_cli(), args)
+
+
+def app_for_cli():
+    from cadence.cli.app import app
+
+    return app
+
+
+def _save_onto_a_file(tmp: Path):
+    (tmp / "f").write_text("not a folder")
+    cadence.train(data=(X, Y), config=FAST).save(tmp / "f")
+
+
 def _rollback_without_checkpoints(tmp: Path):
     cadence.train(data=(X, Y), config={**FAST, "stop": {"max_updates": 2, "on_nonfinite": "rollback"}})
 
@@ -125,6 +147,10 @@ CASES = [
     # configuration: Python dicts, YAML files and dotted overrides build the same checked RunConfig
     Case("config", "a negative learning rate", lambda t: build_config({"optimizer": {"lr": -1}}),
          "ConfigError", r"'optimizer\.lr' = -1: Input should be greater than 0"),
+    Case("config", "an infinite learning rate", lambda t: build_config({"optimizer": {"lr": float("inf")}}),
+         "ConfigError", r"'optimizer\.lr' = inf: Input should be a finite number"),
+    Case("config", "a device name torch does not have", lambda t: build_config({"device": "gpu"}),
+         "ConfigError", r"'device' = 'gpu': String should match pattern"),
     Case("config", "an unknown strategy", lambda t: build_config({"strategy": {"name": "sometimes"}}),
          "ConfigError", r"'strategy\.name' = 'sometimes'.*'full-batch', 'mini-batch', 'online'"),
     Case("config", "a misspelt section", lambda t: build_config({"optimzer": {"lr": 0.1}}),
@@ -175,6 +201,14 @@ CASES = [
          "ConfigError", r"unknown train\(\) argument\(s\) \['lrate'\]"),
     Case("train()", "rollback without checkpoints", _rollback_without_checkpoints,
          "ConfigError", r"'rollback' needs checkpoints.*--checkpoint-every"),
+    Case("train()", "a batch larger than the data",
+         lambda t: cadence.train(data=(X, Y), config={**FAST, "strategy": {"batch_size": 64}}),
+         "ConfigError", r"batch_size=64 is larger than the 28 training samples.*full-batch. Fix: lower batch_size"),
+    Case("train()", "a GPU that is not there",
+         lambda t: cadence.train(data=(X, Y), config={**FAST, "device": "cuda:99"}),
+         "ConfigError", r"device = 'cuda:99', but this machine has .*Fix: set device to"),
+    Case("train()", "saving onto a file", _save_onto_a_file,
+         "SaveError", r"cannot save the run to .*f: it is a file"),
     Case("train()", "checkpoint every 0 updates", lambda t: Checkpointing(t, every_updates=0),
          "ConfigError", r"every_updates = 0 must be > 0"),
     Case("train()", "keep 0 checkpoints", lambda t: Checkpointing(t, keep=0),
@@ -208,6 +242,10 @@ CASES = [
     Case("CLI", "--checkpoint-every 0", _cli("--checkpoint-every", "0"), "exit 2", r"every_updates = 0"),
     Case("CLI", "--on-nonfinite ignore", _cli("--on-nonfinite", "ignore"), "exit 2", r"'stop\.on_nonfinite'"),
     Case("CLI", "--config of a missing file", _cli("--config", "TMP/missing.yaml"), "exit 2", r"does not exist"),
+    Case("CLI", "--lr inf", _cli("--lr", "inf"), "exit 2", r"'optimizer\.lr' = inf: Input should be a finite"),
+    Case("CLI", "--engine gpu", _cli("--engine", "gpu"), "exit 2", r"'engine' = 'gpu': Input should be 'auto' or"),
+    Case("CLI", "--out a file", _out_a_file, "exit 2", r"--out .*f is a file, not a folder"),
+    Case("CLI", "--out of another run", _out_another_run, "exit 2", r"holds another run .*--overwrite"),
 ]  # fmt: skip
 
 

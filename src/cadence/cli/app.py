@@ -76,7 +76,9 @@ FLAG_KEYS = {
     "ensemble": "ensemble.members",
     "on_nonfinite": "stop.on_nonfinite",
     "max_skips": "stop.max_skips",
+    "engine": "engine",
 }
+DIVERGED_EXIT = 3  # a run that stopped `diverged`; its summary and last good weights are saved
 
 
 def _config(config_file: Path | None, flags: dict):
@@ -164,6 +166,7 @@ def train(
     ensemble: Annotated[int | None, Opt(help="train K members with seeds seed..seed+K-1; average them")] = None,
     on_nonfinite: Annotated[str | None, Opt(help="non-finite loss/gradient: stop | skip | rollback")] = None,
     max_skips: Annotated[int | None, Opt(help="non-finite updates in a row before diverged")] = None,
+    engine: Annotated[str | None, Opt(help="auto (the fastest that computes the same) | autograd")] = None,
     checkpoint_every: Annotated[int | None, Opt(help="write a checkpoint every N updates")] = None,
     checkpoint_seconds: Annotated[float | None, Opt(help="write a checkpoint every S seconds")] = None,
     keep: Annotated[int | None, Opt(help="checkpoints to keep (default 3)")] = None,
@@ -173,6 +176,7 @@ def train(
         Path | None, Opt("--from", help="start a new run from the weights of RUN_DIR (e.g. with new --data)")
     ] = None,
     out: Annotated[Path | None, Opt(help="run directory (default runs/<time>-<strategy>)")] = None,
+    overwrite: Annotated[bool, Opt(help="replace the run already in --out")] = False,
     as_json: Annotated[bool, Opt("--json", help="print the summary as one JSON object, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bar or table")] = False,
     debug: Annotated[bool, Opt(help="show tracebacks")] = False,
@@ -180,6 +184,7 @@ def train(
     """Train one model and write a run directory (config, history, summary.json, model.safetensors).
 
     SIGINT/SIGTERM finish the current update, write a checkpoint (with --checkpoint-*) and exit with 130.
+    A run that diverged exits with 3, its summary and last good weights written.
     """
     flags = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     try:
@@ -190,7 +195,9 @@ def train(
 
         with _warnings_to_stderr():
             overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
-            plan = plan_run(config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep)
+            plan = plan_run(
+                config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep, overwrite
+            )
             cfg, run_dir = plan.config, plan.run_dir
             for note in plan.notes:
                 err_console.print(note, highlight=False, soft_wrap=True)
@@ -207,7 +214,7 @@ def train(
                 model, dataset, cfg, callbacks=callbacks, resume_from=plan.checkpoint, allow_changes=allow_changes
             )
         run.data_seconds = data_seconds
-        run.save(run_dir)
+        run.save(run_dir, carry=plan.carry)
     except (CadenceError, OSError) as err:
         _fail(err, debug)
     summary = {**run.summary(), "run_dir": str(run_dir)}
@@ -224,6 +231,13 @@ def train(
         hint = f" Continue with: cadence train --resume {run_dir}" if plan.callbacks else ""
         err_console.print(f"interrupted: {run.message}.{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
+    if run.stop_reason == "diverged":
+        err_console.print(
+            f"[bold red]diverged:[/] {run.message} Summary and last good weights: {run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(DIVERGED_EXIT)
 
 
 def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> None:
@@ -299,6 +313,7 @@ def compare(
     goal_metric: Annotated[str | None, Opt(help="default val_accuracy (classification) / val_r2")] = None,
     workers: Annotated[int | None, Opt(help="worker processes (default: the usable cores)")] = None,
     threads: Annotated[int | None, Opt(help="torch threads per worker (default 1)")] = None,
+    engine: Annotated[str | None, Opt(help="auto (the fastest that computes the same) | autograd")] = None,
     out: Annotated[Path | None, Opt(help="report directory (default runs/compare-<time>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the runs as one JSON list, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no live display or table")] = False,

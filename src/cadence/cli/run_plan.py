@@ -1,8 +1,10 @@
 """How `cadence train` starts: fresh, `--resume RUN_DIR` (exactly where it stopped) or `--from RUN_DIR`
-(a new run from old weights): the config, the run directory, the checkpointing callback, the model."""
+(a new run from old weights): the config, the run directory (checked before anything is trained), the
+checkpointing callback, the model."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +27,11 @@ class RunPlan:
     start_weights: Path | None = None  # --from: a run directory whose weights start the new run
     notes: list[str] = field(default_factory=list)  # lines for stderr
 
+    @property
+    def carry(self) -> list[str]:
+        """What the final save keeps of the run directory: its checkpoints, when this run wrote them."""
+        return [checkpoint.DIRNAME] if self.callbacks else []
+
     def model(self, data) -> nn.Module | None:
         """None (train() builds it) unless the run starts from old weights."""
         if self.start_weights is None:
@@ -41,11 +48,13 @@ def plan_run(
     every_updates: int | None,
     every_seconds: float | None,
     keep: int | None,
+    overwrite: bool = False,
 ) -> RunPlan:
     """Decide how a `cadence train` run starts; reads checkpoints but writes nothing.
 
     Raises:
-        ConfigError: both --resume and --from, or a bad setting. CheckpointError: nothing to resume.
+        ConfigError: both --resume and --from, a bad setting, or a run directory that cannot be used
+            (`check_run_dir`). CheckpointError: nothing to resume.
     """
     if resume_dir is not None and from_dir is not None:
         raise ConfigError(
@@ -69,9 +78,61 @@ def plan_run(
         base = load_config(config_file) if config_file else build_config()
         default_dir = None
     cfg = base.with_overrides(overrides)
-    run_dir = out or default_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
+    run_dir = Path(
+        out or default_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
+    )
+    continuing = default_dir is not None and run_dir.absolute() == Path(default_dir).absolute()
+    check_run_dir(run_dir, overwrite=overwrite, continuing=continuing)
     callbacks = []
     if ckpt is not None or any(v is not None for v in settings.values()):
         keep = 3 if settings["keep"] is None else settings["keep"]
-        callbacks.append(Checkpointing(run_dir, settings["every_updates"], settings["every_seconds"], keep))
-    return RunPlan(cfg, Path(run_dir), callbacks, ckpt, from_dir, notes)
+        callbacks.append(
+            Checkpointing(
+                run_dir,
+                settings["every_updates"],
+                settings["every_seconds"],
+                keep,
+                fresh=overwrite and not continuing,
+            )
+        )
+    return RunPlan(cfg, run_dir, callbacks, ckpt, from_dir, notes)
+
+
+# What makes a folder a run directory (Run.save, Checkpointing, EnsembleRun.save write these).
+RUN_ENTRIES = ("summary.json", "config.yaml", "model.safetensors", "history.jsonl", "ensemble.json", "checkpoints")
+
+
+def check_run_dir(run_dir: Path, overwrite: bool = False, continuing: bool = False) -> None:
+    """Refuse, before anything is trained or written, a run directory the run could not finish in: a file,
+    a folder that cannot be created or written (the final save writes beside it and renames), or the folder
+    of another run unless `overwrite` (or `continuing` it, as --resume does).
+
+    Raises:
+        ConfigError: naming the path, what is wrong and the fix.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(
+            f"--out {run_dir} is a file, not a folder. Fix: pass a folder path (it is created if missing), "
+            "or remove the file."
+        )
+    where = run_dir.absolute().parent
+    while not where.exists():
+        where = where.parent
+    for folder in [where, run_dir] if run_dir.is_dir() else [where]:
+        if not folder.is_dir():
+            raise ConfigError(
+                f"--out {run_dir} cannot be created: {folder} is a file. Fix: pass a folder path under a folder."
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            why = "a read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "not writable by you"
+            raise ConfigError(
+                f"--out {run_dir} cannot be written: {folder} is {why}. Fix: pass --out a folder you can write."
+            )
+    if run_dir.is_dir() and not (overwrite or continuing):
+        found = [name for name in RUN_ENTRIES if (run_dir / name).exists()]
+        found += sorted(p.name for p in run_dir.glob("member-*"))[:1]
+        if found:
+            raise ConfigError(
+                f"--out {run_dir} holds another run ({', '.join(found)}). Fix: pass another --out, --overwrite "
+                f"to replace that run, or --resume {run_dir} to continue it."
+            )

@@ -142,8 +142,9 @@ def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module
         )
     data = as_dataset(data, config)
     if model is None:
-        torch.manual_seed(config.seed)
-        model = build_model(config.model, data.input_shape, data.n_outputs)
+        with torch.random.fork_rng(devices=[]):  # the run's seed, leaving the caller's RNG as it was
+            torch.manual_seed(config.seed)
+            model = build_model(config.model, data.input_shape, data.n_outputs)
     _check_model(model, data)
     _check_stop_metric(config, data)
     return model, data
