@@ -203,7 +203,7 @@ CASES = [
          "ConfigError", r"'rollback' needs checkpoints.*--checkpoint-every"),
     Case("train()", "a batch larger than the data",
          lambda t: cadence.train(data=(X, Y), config={**FAST, "strategy": {"batch_size": 64}}),
-         "ConfigError", r"batch_size=64 is larger than the 28 training samples.*full-batch. Fix: lower batch_size"),
+         "ConfigError", r"batch_size=64 is larger than the 28 training samples.*full-batch. Fix: lower"),
     Case("train()", "a GPU that is not there",
          lambda t: cadence.train(data=(X, Y), config={**FAST, "device": "cuda:99"}),
          "ConfigError", r"device = 'cuda:99', but this machine has .*Fix: set device to"),
