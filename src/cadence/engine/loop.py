@@ -389,6 +389,7 @@ def _finish(
         skipped_updates=state.skipped_updates,
         engine=engine.name,
         engine_fallback=engine.fallback,
+        device=str(data.x_train.device),
     )
 
 

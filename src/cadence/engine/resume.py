@@ -74,7 +74,7 @@ def capture(state: TrainState, *, stop_reason: StopReason | None = None, history
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         "stopping": stopping,
-        "losses": torch.cat([t.reshape(-1) for t in state.losses]) if state.losses else None,
+        "losses": torch.cat([t.detach().reshape(-1).cpu() for t in state.losses]) if state.losses else None,
         "rng": {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(legacy=False),

@@ -48,6 +48,7 @@ class Run:
     skipped_updates: int = 0  # non-finite updates not applied (stop.on_nonfinite skip/rollback)
     engine: str = "autograd"  # which engine applied the updates (engine/fast): autograd, c-kernel, batch
     engine_fallback: str | None = None  # why no faster engine ran, or None
+    device: str = "cpu"  # where the model and data were (config.device resolved: auto -> cpu or cuda)
 
     @property
     def samples_per_s(self) -> float:
@@ -74,6 +75,7 @@ class Run:
             "skipped_updates": self.skipped_updates,
             "engine": self.engine,
             "engine_fallback": self.engine_fallback,
+            "device": self.device,
             **{k: v for k, v in self.val_metrics.items()},
             **{k: v for k, v in self.test_metrics.items()},
         }
