@@ -187,7 +187,8 @@ def train(
     # Every check has passed; from here on, state changes.
     reason, pending = state.stop_reason, guard.updates()  # stop_reason: a resumed run that had finished
     begin = time.perf_counter() - state.seconds  # a resumed run continues its clock
-    with torch_threads(threads_for(config, engine, model, data)), guard.signals():
+    threads = threads_for(config, engine, model, data)
+    with torch_threads(threads), guard.signals():
         try:
             for cb in callbacks:
                 cb.on_run_start(state)
@@ -224,6 +225,7 @@ def train(
     if state.losses:  # ended between evaluations: record where it stopped (a run-end checkpoint keeps them)
         _record(state, model, data, begin, drain=False)
     run = _finish(state, model, data, engine, guard, reason, begin)
+    run.threads = threads
     for cb in callbacks:
         cb.on_run_end(state, run)
     return run

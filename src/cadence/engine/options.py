@@ -5,6 +5,7 @@ device and the thread count."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -103,10 +104,10 @@ def device_for(config: RunConfig, model: nn.Module, optimizer, scheduler, data: 
     return torch.device(want)
 
 
-# Forward FLOPs of one chunk from which a second torch thread pays for itself (see threads_for).
-PARALLEL_FLOPS = 50e6
-
-
+# Forward FLOPs of one chunk from which more torch threads may pay for themselves on idle cores (see
+# threads_for). Between digits' default run (mlp:128,64, batch 64: 2.2 MFLOP, slower on two threads even on a
+# quiet machine) and Fashion-MNIST at batch 100 (22 MFLOP, measured faster on two idle cores: README).
+PARALLEL_FLOPS = 10e6
 def forward_flops(model: nn.Module, sample: torch.Tensor) -> float:
     """Multiply-add FLOPs of the model's forward pass on one sample: 2 per weight use of each Linear and
     convolution (counted on a probe pass, so a convolution counts once per output position), at least 2 per
@@ -134,10 +135,12 @@ def forward_flops(model: nn.Module, sample: torch.Tensor) -> float:
 
 
 def threads_for(config: RunConfig, engine, model: nn.Module, data: Dataset) -> int:
-    """Torch threads for the run, chosen from the work: one where per-update products are small (a second
-    thread then only hands work back and forth, and on a busy machine it waits for a core at every product:
-    75-410x slower in issue 9's measurements); every usable core where a chunk's forward pass reaches
-    PARALLEL_FLOPS, where a product is long enough to hide the hand-offs. `config.threads` wins.
+    """Torch threads for the run, chosen from the work and the machine. `config.threads` wins.
+
+    One thread where per-update products are small (a second one only hands work back and forth) and on a
+    busy machine: there a second thread waits for a core at every parallel region, 75-410x slower in issue 9's
+    measurements, even for full-batch products of 8192 rows (bench/bench_busy.py). More only where a chunk's
+    forward pass reaches PARALLEL_FLOPS, and then no more than the cores idle at the start of the run.
     """
     if config.threads:
         return config.threads
@@ -150,7 +153,35 @@ def threads_for(config: RunConfig, engine, model: nn.Module, data: Dataset) -> i
         rows = min(rows, budget.micro_batch(s))
     if forward_flops(model, data.x_train) * rows < PARALLEL_FLOPS:
         return 1
-    return max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
+    return max(1, min(torch.get_num_threads(), idle_cores()))
+
+
+def idle_cores() -> int:
+    """Usable cores that other work is not using now: the usable cores, less the larger of the runnable
+    tasks besides this one (Linux /proc/stat, three looks 2 ms apart) and the 1-minute load average beyond
+    this process."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    others = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
+    for look in range(3):
+        running = _procs_running()
+        if running is None:
+            break
+        others = max(others, running - 1.0)
+        if look < 2:
+            time.sleep(0.002)
+    return max(0, round(usable - others))
+
+
+def _procs_running() -> int | None:
+    """Tasks runnable right now, this one included (Linux), or None where /proc/stat cannot tell."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"procs_running "):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 @contextmanager

@@ -49,6 +49,7 @@ class Run:
     engine: str = "autograd"  # which engine applied the updates (engine/fast): autograd, c-kernel, batch
     engine_fallback: str | None = None  # why no faster engine ran, or None
     device: str = "cpu"  # where the model and data were (config.device resolved: auto -> cpu or cuda)
+    threads: int = 1  # torch threads the run used (config.threads, or chosen from the work and the machine)
 
     @property
     def samples_per_s(self) -> float:
@@ -76,6 +77,7 @@ class Run:
             "engine": self.engine,
             "engine_fallback": self.engine_fallback,
             "device": self.device,
+            "threads": self.threads,
             **{k: v for k, v in self.val_metrics.items()},
             **{k: v for k, v in self.test_metrics.items()},
         }

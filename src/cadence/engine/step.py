@@ -97,10 +97,16 @@ def step(
 
 
 def gradients_finite(total: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the loss and every gradient are finite, with one host sync. The max-norm is NaN/inf exactly
-    when some entry is (a 2-norm can overflow on large finite entries); _foreach_norm is what torch's own
-    clip_grad_norm_ uses, and costs a fraction of get_total_norm's per-call overhead on small models."""
+    """Whether the loss and every gradient are finite, with one host sync in the common case.
+
+    A finite 2-norm means every entry is finite; only a 2-norm that is not (an entry is NaN or inf, or large
+    finite entries overflowed the sum of squares) asks the max-norm, which is NaN/inf exactly when some entry
+    is. _foreach_norm is what torch's clip_grad_norm_ uses; on the CPU its 2-norm costs a tenth of its
+    max-norm (measured: 34 vs 430 us for a 784-128-64-10 MLP's gradients).
+    """
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if bool(torch.isfinite(torch.stack([total.abs(), *torch._foreach_norm(grads, 2)]).max())):
+        return True
     return bool(torch.isfinite(torch.stack([total.abs(), *torch._foreach_norm(grads, float("inf"))]).max()))
 
 

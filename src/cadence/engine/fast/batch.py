@@ -41,15 +41,19 @@ class BatchEngine:
         self.y, self.task = y, task
         self.fallback = fallback  # set when a one-sample run takes this engine because the kernel is missing
         self._bufs: dict[int, list[torch.Tensor]] = {}
+        self._flat: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _buffers(self, rows: int) -> list[torch.Tensor]:
         """Reused outputs for a chunk of `rows` samples: the gathered inputs, each layer's output and each
-        layer's input gradient (fresh allocations of this size would fault in new pages every update)."""
+        layer's input gradient (fresh allocations of this size would fault in new pages every update). The
+        inputs and the hidden layers' outputs are views of one flat tensor, and the input gradients of
+        another, so that `_fused_finite` takes each one's norm in one call (`self._flat[rows]`)."""
         if rows not in self._bufs:
             widths = [self.x.shape[1]] + [lin.out_features for lin in self.linears]
-            self._bufs[rows] = [torch.empty(rows, w) for w in widths] + [
-                torch.empty(rows, w) for w in widths[1:-1]
-            ]
+            flat_a, flat_d = torch.empty(rows * sum(widths[:-1])), torch.empty(rows * sum(widths[1:-1]))
+            acts = _carve(flat_a, rows, widths[:-1])
+            self._bufs[rows] = [*acts, torch.empty(rows, widths[-1]), *_carve(flat_d, rows, widths[1:-1])]
+            self._flat[rows] = (flat_a, flat_d)
         return self._bufs[rows]
 
     def _mask(self, below: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -109,19 +113,34 @@ class BatchEngine:
             deltas.insert(0, self._below(i, deltas[0], acts))
         return deltas
 
-    def _fused_finite(self, loss: torch.Tensor, acts: list[torch.Tensor], deltas: list[torch.Tensor]) -> bool:
-        """Whether the loss and every layer's gradient (d^T a and the column sums of d) are finite, before any
-        is formed. With one host sync: each sum of `rows` products is at most rows * max|d| * max|a|, so a
-        bound below float32's range settles it; only a bound above it forms that gradient to look."""
-        n = len(deltas)
-        peaks = torch.stack([loss.abs(), *torch._foreach_norm([*deltas, *acts], float("inf"))]).tolist()
-        if not math.isfinite(peaks[0]):
+    def _fused_finite(
+        self, loss: float, n_samples: int, acts: list[torch.Tensor], deltas: list[torch.Tensor]
+    ) -> bool:
+        """Whether the loss and every layer's gradient (d^T a, and the column sums of d) are finite, before
+        any is formed.
+
+        By Cauchy-Schwarz every entry of d^T a, and every partial sum a matrix product forms on the way, is
+        at most |d|_F |a|_F, and a column sum of d at most sqrt(rows) |d|_F: bounds below float32's range
+        settle it (a NaN or inf makes them fail). The bounds cost two dot products: a layer's |a|_F is at
+        most that of the inputs and hidden outputs together, a hidden |d|_F that of all the input gradients
+        together, and the output gradient's comes from the loss (cross-entropy:
+        |softmax - onehot|^2 <= 2 per row, so |d| <= sqrt(2 rows) / n; squared error: |d| = 2 |out - y| / n
+        = 2 sqrt(loss / n)). Only a failed bound forms that layer's gradient to look.
+        """
+        if not math.isfinite(loss):
             return False
         rows = len(acts[0])
-        for i, (d, a) in enumerate(zip(peaks[1 : n + 1], peaks[n + 1 :], strict=True)):
-            if not (math.isfinite(d) and math.isfinite(a)):
-                return False
-            if rows * d * max(a, 1.0) >= _SAFE:
+        flat_a, flat_d = self._flat[rows]
+        all_a, hidden_d = (math.sqrt(float(torch.dot(f, f))) for f in (flat_a, flat_d))
+        if self.task == "classification":
+            top = math.sqrt(2 * rows) / n_samples
+        else:
+            top = 2.0 * math.sqrt(loss / n_samples) * 1.001  # 1.001: the loss's own rounding
+        a_norms = [all_a] * len(acts)
+        d_norms = [hidden_d] * (len(deltas) - 1) + [top]
+        root_rows = math.sqrt(rows)
+        for i, (d, a) in enumerate(zip(d_norms, a_norms, strict=True)):
+            if not (d * a < _SAFE and d * root_rows < _SAFE):  # False for NaN too
                 grad = deltas[i].t() @ acts[i]
                 if not (torch.isfinite(grad).all() and torch.isfinite(deltas[i].sum(0)).all()):
                     return False
@@ -138,7 +157,7 @@ class BatchEngine:
                 if fused_sgd and len(update.chunks) == 1:
                     acts, loss, delta = self._forward(update.chunks[0], update.n_samples)
                     deltas = self._deltas(acts, delta)
-                    if not self._fused_finite(loss, acts, deltas):
+                    if not self._fused_finite(float(loss), update.n_samples, acts, deltas):
                         break
                     for lin, d, a in zip(self.linears, deltas, acts, strict=True):
                         lin.weight.addmm_(d.t(), a, alpha=-lr)
@@ -157,3 +176,9 @@ class BatchEngine:
                 done += 1
         step_schedule(self.scheduler, done)
         return Applied(losses[:done], done)
+
+
+def _carve(flat: torch.Tensor, rows: int, widths: list[int]) -> list[torch.Tensor]:
+    """Consecutive (rows, w) views of `flat`, one per width."""
+    ends = [rows * sum(widths[:k]) for k in range(len(widths) + 1)]
+    return [flat[a:b].view(rows, w) for a, b, w in zip(ends[:-1], ends[1:], widths, strict=True)]
