@@ -53,10 +53,14 @@ def test_a_diverged_run_exits_3_with_its_summary_and_the_last_good_weights(grad_
     assert all(torch.equal(saved[k], v) for k, v in start.items())
 
 
-def test_engine_autograd_forces_the_reference_engine(tmp_path):
-    result = train(*QUICK, "--strategy", "online", "--engine", "autograd", "--out", str(tmp_path / "r"), "--json")
+def test_the_engine_is_shown_and_engine_autograd_forces_the_reference(tmp_path):
+    result = train(*QUICK, "--strategy", "online", "--out", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["engine"] == "autograd"
+    assert "engine: c-kernel (cpu, 1 thread)" in result.output
+    result = train(*QUICK, "--strategy", "online", "--engine", "autograd", "--out", str(tmp_path / "b"), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["engine"], summary["engine_fallback"]) == ("autograd", "engine 'autograd' was asked for")
     assert "'engine' = 'gpu'" in train(*QUICK, "--engine", "gpu").output
 
 

@@ -224,6 +224,7 @@ def train(
         from cadence.reports.table import runs_table
 
         out_console.print(runs_table([run], title=f"Cadence: {dataset.describe()}"))
+        out_console.print(engine_line(run.engine, run.engine_fallback, run.device, run.threads), highlight=False)
         if run.message:
             out_console.print(f"stop reason: {run.stop_reason.value}: {run.message}")
         out_console.print(f"run directory: {run_dir}")
@@ -238,6 +239,12 @@ def train(
             soft_wrap=True,
         )
         raise typer.Exit(DIVERGED_EXIT)
+
+
+def engine_line(engine: str, fallback: str | None, device: str, threads: int) -> str:
+    """`engine: c-kernel (cpu, 1 thread)`, with the reason when no faster engine ran."""
+    where = f"{device}, {threads} thread{'s' if threads != 1 else ''}"
+    return f"engine: {engine} ({where})" + (f"; no faster engine: {fallback}" if fallback else "")
 
 
 def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> None:
@@ -358,6 +365,10 @@ def compare(
         )
     elif not quiet:
         out_console.print(compare_table(tree))
+        engines = sorted({(r.get("engine"), r.get("strategy")) for r in tree["runs"] if r.get("engine")})
+        if engines:
+            used = {e: ", ".join(st for name, st in engines if name == e) for e, _ in engines}
+            out_console.print("engine: " + "; ".join(f"{e} ({st})" for e, st in used.items()), highlight=False)
         out_console.print(f"[bold]{advice.headline}[/]", highlight=False)
         for reason in advice.reasons:
             out_console.print(f"- {reason}", highlight=False)
