@@ -135,7 +135,7 @@ class Progress(Callback):
         if now - self._last < 0.1:
             return None
         self._last = now
-        self._bar.update(self._task, completed=state.updates, **self._fields(state))
+        self._bar.update(self._task, completed=state.updates, refresh=True, **self._fields(state))
         return None
 
     def on_run_end(self, state: TrainState, run) -> None:

@@ -26,7 +26,7 @@ err_console = Console(stderr=True)
 out_console = Console()
 
 Opt = typer.Option
-# How tables are printed (cadence.reports.table.FORMATS; spelled here so `--help` imports no reports code).
+# How tables are printed (cadence.reports.layout.FORMATS; spelled here so `--help` imports no reports code).
 Format = Literal["table", "tsv", "json", "markdown"]
 FORMAT_HELP = "table: fits the terminal, wide when piped; tsv, json: raw values; markdown. Other lines: stderr"
 # The flags every training command shares, each mapped to its dotted RunConfig key.
@@ -218,12 +218,13 @@ def train(
     if as_json:
         print(json.dumps(summary))
     elif not quiet:
-        from cadence.reports.table import print_table, runs_table
+        from cadence.reports.layout import print_table
+        from cadence.reports.table import runs_table
 
         print_table(out_console, runs_table([run], title=f"Cadence: {dataset.describe()}"), output_format)
         notes = out_console if output_format == "table" else err_console  # stdout holds only the table
         if run.message:
-            notes.print(f"stop reason: {run.stop_reason.value}: {run.message}", highlight=False, soft_wrap=True)
+            notes.print(f"stop reason: {run.stop_reason.value}: {run.message}", highlight=False)
         notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     if run.stop_reason == "interrupted":  # by SIGINT/SIGTERM: the shell convention is 128 + SIGINT
         hint = f" Continue with: cadence train --resume {run_dir}" if plan.callbacks else ""
@@ -233,7 +234,8 @@ def train(
 
 def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool, output_format: str) -> None:
     from cadence.engine import train_ensemble
-    from cadence.reports.table import print_table, runs_table
+    from cadence.reports.layout import print_table
+    from cadence.reports.table import runs_table
 
     result = train_ensemble(dataset, cfg)
     result.save(run_dir)
@@ -322,7 +324,8 @@ def compare(
         from cadence.comparison import compare as run_comparison
         from cadence.comparison.config import dump_compare_file
         from cadence.reports import recommend, write_report
-        from cadence.reports.table import compare_table, print_table
+        from cadence.reports.layout import print_table
+        from cadence.reports.table import compare_table
 
         base, settings = _compare_settings(config, flags, grid)
         out = out or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
