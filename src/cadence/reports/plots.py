@@ -19,6 +19,7 @@ DPI = 100
 # Sizes for the report page: a figure 10 in wide is 1,000 px; shown at 768 px (an 800 px window) an 11 pt
 # tick label (15 px) is still 11.7 px. Wider figures shrank tick labels to ~7 px there.
 WIDTH_IN, FONT_PT = 10.0, 11
+RC = {"font.size": FONT_PT}
 LINESTYLES = ("-", "--", ":", "-.")  # one per strategy (mini-batch sizes count as strategies)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")  # one per optimizer entry and schedule
 LOSS_NAMES = {"classification": "mean cross-entropy", "regression": "mean squared error"}
@@ -203,36 +204,39 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def write_plots(result: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write the plots into `out_dir`; return {name: path} in report order.
+def figures(result: dict) -> dict[str, Figure]:
+    """The plots as matplotlib figures, {name: figure} in report order.
 
-    val_<metric>.png and val_loss.png: three panels (against updates, samples seen, wall seconds) and the
-    legend; lr.png, only when some run's lr changed: against updates and samples seen; test.png: the test
-    metric per configuration.
+    val_<metric> and val_loss: three panels (against updates, samples seen, wall seconds) and the legend;
+    lr, only when some run's lr changed: against updates and samples seen; test: the test metric per
+    configuration (none when no run finished).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     seeds = len(result["compare"]["seeds"])
     band = " (band: ± one std over seeds)" if seeds > 1 else ""
     val_metric = "val_accuracy" if result["metric"] == "test_accuracy" else "val_r2"
-    metric_name = val_metric[4:].replace("r2", "R²")
+    name = val_metric[4:].replace("r2", "R²")
     loss = LOSS_NAMES.get(result["data"].get("task", "classification"), "loss")
-    paths = {}
-    with matplotlib.rc_context({"font.size": FONT_PT}):
-        fig = Figure(figsize=(WIDTH_IN, 7.6))
-        _draw_curves(fig, result, val_metric, AXES, f"Validation {metric_name}{band}", f"validation {metric_name}")
-        paths[val_metric] = _save(fig, out_dir / f"{val_metric}.png")
-        fig = Figure(figsize=(WIDTH_IN, 7.6))
-        ylabel = f"validation loss: {loss}"
-        _draw_curves(
-            fig, result, "val_loss", AXES, f"Validation loss ({loss}, log scale){band}", ylabel, logy=True
-        )
-        paths["val_loss"] = _save(fig, out_dir / "val_loss.png")
+    out = {}
+    with matplotlib.rc_context(RC):
+        out[val_metric] = Figure(figsize=(WIDTH_IN, 7.6))
+        _draw_curves(out[val_metric], result, val_metric, AXES, f"Validation {name}{band}", f"validation {name}")
+        out["val_loss"] = Figure(figsize=(WIDTH_IN, 7.6))
+        title, ylabel = f"Validation loss: {loss}, log scale{band}", f"validation loss: {loss}"
+        _draw_curves(out["val_loss"], result, "val_loss", AXES, title, ylabel, logy=True)
         if lr_varies(result):
-            fig = Figure(figsize=(WIDTH_IN, 6.4))
-            _draw_curves(fig, result, "lr", AXES[:2], "Learning rate over the run", "learning rate", logy=True)
-            paths["lr"] = _save(fig, out_dir / "lr.png")
-        fig = Figure(figsize=(WIDTH_IN - 2, 1.4 + 0.6 * len(result["groups"])))
-        if _test_plot(fig, result):
-            paths["test"] = _save(fig, out_dir / "test.png")
-    return paths
+            out["lr"] = Figure(figsize=(WIDTH_IN, 6.4))
+            _draw_curves(
+                out["lr"], result, "lr", AXES[:2], "Learning rate over the run", "learning rate", logy=True
+            )
+        test = Figure(figsize=(WIDTH_IN - 2, 1.4 + 0.6 * len(result["groups"])))
+        if _test_plot(test, result):
+            out["test"] = test
+    return out
+
+
+def write_plots(result: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write `figures(result)` into `out_dir` as <name>.png; return {name: path} in report order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context(RC):  # tick labels are made when a figure is drawn: the sizes must hold then
+        return {name: _save(fig, out_dir / f"{name}.png") for name, fig in figures(result).items()}
