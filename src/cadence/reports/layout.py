@@ -244,11 +244,15 @@ def renderables(data: TableData, width: int | None, color: bool = True, plain: b
     note = caption(data, color)
     if plan.kind == "blocks":
         return [Text(data.title, style="bold"), *_blocks(data, cells, width), *([Text(note)] if note else [])]
-    last = len(plan.parts) - 1
-    return [
-        _rich_table(data, cells, cols, widths, data.title if i == 0 else None, note if i == last else None, plain)
+    if len(plan.parts) == 1:
+        ((cols, widths),) = plan.parts
+        return [_rich_table(data, cells, cols, widths, data.title, note or None, plain)]
+    # Split: the caption goes under the last part at the full width, not squeezed to that part's width.
+    parts = [
+        _rich_table(data, cells, cols, widths, data.title if i == 0 else None, None, plain)
         for i, (cols, widths) in enumerate(plan.parts)
     ]
+    return [*parts, *([Text(note)] if note else [])]
 
 
 # ---------------------------------------------------------------------------------------------------------
