@@ -101,15 +101,16 @@ def _fold(col: Column, text: str, width: int) -> str:
 
 
 def _widths(data: TableData, cells: list[list[Text]], least: bool = False) -> list[int]:
-    """Per column: its longest cell (its longest list item if `least`), or its header's longest word."""
+    """Per column, the width that keeps its cells and header on one line each; with `least`, the width its
+    longest cell needs (its longest item, for a list column), the header wrapping between words."""
     widths = []
     for j, col in enumerate(data.columns):
-        longest_word = max((cell_len(w) for w in col.header.split()), default=0)
         if least:
+            header = max((cell_len(w) for w in col.header.split()), default=0)
             texts = [item for row in cells for item in _items(col, row[j].plain)]
         else:
-            texts = [row[j].plain for row in cells]
-        widths.append(max([longest_word, *(cell_len(t) for t in texts)]))
+            header, texts = cell_len(col.header), [row[j].plain for row in cells]
+        widths.append(max([header, *(cell_len(t) for t in texts)]))
     return widths
 
 
@@ -136,15 +137,18 @@ def _lines(data: TableData, cells, cols: Sequence[int], widths: Sequence[int]) -
     return 3 + header + rows
 
 
-def _part(cols: list[int], least: list[int], natural: list[int], width: int) -> tuple[list[int], list[int]]:
-    """The part's widths: the least each column needs, then the room left given back to list columns."""
-    widths = [least[j] for j in cols]
-    room = width - _table_width(widths)
-    for i, j in enumerate(cols):
+def _part(
+    data: TableData, cols: list[int], least: list[int], natural: list[int], width: int
+) -> tuple[list[int], list[int]]:
+    """The part's widths: the least each column needs, then the room left given back to unfold list cells
+    (which would cost lines in every row they fold), then to unwrap headers."""
+    widths = {j: least[j] for j in cols}
+    room = width - _table_width(list(widths.values()))
+    for j in sorted(cols, key=lambda j: not data.columns[j].sep):
         extra = min(room, natural[j] - least[j])
-        widths[i] += extra
+        widths[j] += extra
         room -= extra
-    return cols, widths
+    return cols, [widths[j] for j in cols]
 
 
 def _pack(least: Sequence[int], width: int) -> list[list[int]] | None:
@@ -176,11 +180,11 @@ def layout(data: TableData, width: int | None, color: bool = True) -> Plan:
     if width is None or _table_width(natural) <= width:
         return Plan("wide", [(every, natural)])
     if _table_width(least) <= width:
-        return Plan("wide", [_part(every, least, natural, width)])
+        return Plan("wide", [_part(data, every, least, natural, width)])
     packed = _pack(least, width) if len(cells) > 1 else None
     if packed is None:
         return Plan("blocks", [])
-    parts = [_part(cols, least, natural, width) for cols in packed]
+    parts = [_part(data, cols, least, natural, width) for cols in packed]
     split_lines = sum(_lines(data, cells, cols, widths) for cols, widths in parts)
     block_lines = len(cells) * len(data.columns)
     return Plan("split", parts) if split_lines <= block_lines else Plan("blocks", [])
