@@ -214,10 +214,11 @@ def _rich_table(data: TableData, cells, cols, widths, title: str | None, caption
 
 
 def caption(data: TableData, color: bool, markdown: bool = False) -> str:
+    """The notes, and how the best cells are marked where the table marks them."""
     if not data.best_note:
         return data.notes
-    how = "bold" if markdown else ("bold green" if color else "*")
-    return f"{data.notes} {how.capitalize() if how != '*' else how}: best in its column.".strip()
+    how = "Bold" if markdown else ("Bold green" if color else BEST_MARK.strip())
+    return f"{data.notes} {how}: best in its column.".strip()
 
 
 def _blocks(data: TableData, cells, width: int | None) -> list[Text]:
