@@ -4,12 +4,15 @@ exactly as they were before it), and the schedule steps once per applied update.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cadence import StopReason, train
+from cadence.callbacks import Checkpointing
 from cadence.config import ModelConfig
 from cadence.data.datasets import Dataset
 from cadence.engine import Callback, fast
@@ -149,3 +152,21 @@ def test_every_engine_steps_the_schedule_once_per_applied_update(digits, strateg
     applied = chosen.apply(updates[: chosen.max_run])
     assert applied.n == len(applied.losses) == min(5, chosen.max_run)
     assert schedule.t == applied.n
+
+
+def test_after_a_rollback_the_kernel_trains_the_restored_optimizer_state(digits, tmp_path):
+    # A rollback loads new momentum buffers into the optimizer: the kernel must write those, not the old ones.
+    x = digits.x_train.clone()
+    x[110] = float("inf")  # shuffle off: update 111 is not finite; the newest checkpoint is at update 100
+    data = dataclasses.replace(digits, x_train=x)
+    settings = dict(strategy="online", optimizer="momentum", momentum=0.9, lr=0.01, max_updates=115, threads=1)
+    settings |= {"strategy.shuffle": False, "stop.on_nonfinite": "rollback", "model.spec": "logreg"}
+    runs = []
+    for engine in ("auto", "autograd"):
+        checkpoints = Checkpointing(tmp_path / engine, every_updates=50)
+        runs.append(train(None, data, callbacks=[checkpoints, Snapshot()], engine=engine, **settings))
+    kernel, reference = runs
+    assert (kernel.engine, kernel.skipped_updates, kernel.updates) == ("c-kernel", 1, 115)
+    assert reference.skipped_updates == 1
+    for a, b in zip(kernel.model.parameters(), reference.model.parameters(), strict=True):
+        assert float((a - b).abs().max()) < 1e-5

@@ -108,6 +108,8 @@ def device_for(config: RunConfig, model: nn.Module, optimizer, scheduler, data: 
 # threads_for). Between digits' default run (mlp:128,64, batch 64: 2.2 MFLOP, slower on two threads even on a
 # quiet machine) and Fashion-MNIST at batch 100 (22 MFLOP, measured faster on two idle cores: README).
 PARALLEL_FLOPS = 10e6
+
+
 def forward_flops(model: nn.Module, sample: torch.Tensor) -> float:
     """Multiply-add FLOPs of the model's forward pass on one sample: 2 per weight use of each Linear and
     convolution (counted on a probe pass, so a convolution counts once per output position), at least 2 per

@@ -11,7 +11,7 @@
 Every engine checks the loss and every gradient before it writes anything, and steps the lr schedule once
 per applied update; the loop (loop.py) treats them all alike. `x`, `y` are read at apply time, so they may
 be a resident buffer that is filled while the engine lives (never reallocated). predicate.py says which runs
-the fast engines compute exactly; kernel.py is the compiled one-sample engine, batch.py the torch-ops one.
+the fast engines compute exactly; compiled.py is the C kernel's one-sample engine, batch.py the torch-ops one.
 
 How the next strategies plug in, without a branch in the loop:
 - stream: its update source appends each arriving sample to a resident buffer (x, y, allocated once) and
@@ -32,7 +32,7 @@ from torch import nn
 
 from cadence.config import RunConfig, Strategy
 from cadence.engine.fast.batch import BatchEngine
-from cadence.engine.fast.kernel import OnlineKernel, kernel
+from cadence.engine.fast.compiled import OnlineKernel, kernel
 from cadence.engine.fast.predicate import HONOURED_FIELDS, unhonoured_fields, why_not
 from cadence.engine.step import Applied, AutogradEngine, Engine, StepOptions
 

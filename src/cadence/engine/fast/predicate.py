@@ -2,7 +2,7 @@
 
 Anything this module does not recognise is a fallback to the autograd engine, with the reason in words
 (`Run.engine_fallback`). It also recognises the model and optimizer the engines compute (`mlp_layers`,
-`optimizer_kind`); computing them is kernel.py's and batch.py's business.
+`optimizer_kind`); computing them is compiled.py's and batch.py's business.
 """
 
 from __future__ import annotations

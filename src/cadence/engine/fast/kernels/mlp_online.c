@@ -1,7 +1,7 @@
 /* Online (one sample per update) training of a dense MLP: forward, loss, hand-derived backward and the
  * optimizer update fused row by row, for a run of consecutive updates in one call.
  *
- * Plain C with no Python headers: cadence.engine.fast.kernel loads it with ctypes, so it builds wherever gcc
+ * Plain C with no Python headers: cadence.engine.fast.compiled loads it with ctypes, so it builds wherever gcc
  * does. The arithmetic follows torch's definitions (nn.Linear, F.cross_entropy / F.mse_loss with reduction
  * "sum", torch.optim.SGD / Adam / AdamW single-tensor updates) so weights match autograd to rounding.
  * Compiled with -ffp-contract=off: every fused multiply-add below is written out as fmaf on purpose.
