@@ -105,8 +105,8 @@ def device_for(config: RunConfig, model: nn.Module, optimizer, scheduler, data: 
 
 
 # Forward FLOPs of one chunk from which more torch threads may pay for themselves on idle cores (see
-# threads_for). Between digits' default run (mlp:128,64, batch 64: 2.2 MFLOP, slower on two threads even on a
-# quiet machine) and Fashion-MNIST at batch 100 (22 MFLOP, measured faster on two idle cores: README).
+# threads_for): between digits' default run (mlp:128,64 at batch 64: 2.2 MFLOP, whose products are too small
+# to split) and Fashion-MNIST at batch 100 (22 MFLOP, the README's mini-batch figure, taken on two threads).
 PARALLEL_FLOPS = 10e6
 
 
