@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from cadence.config import Strategy, StrategyConfig
-from cadence.engine.budget import micro_batch
+from cadence.engine.budget import micro_batch, samples_per_epoch
 from cadence.errors import ConfigError
 
 
@@ -92,7 +92,7 @@ def updates(
             order = epoch_order(n, seed, epoch, config.shuffle)
             micro = micro_batch(config)
             size = micro * config.accumulate  # accumulation: k micro-batches, one update of k*micro samples
-            last = n - n % size if (config.drop_last and n % size) else n
+            last = samples_per_epoch(config, n)  # n, less the partial last update with drop_last
             for start in range(position, last, size):
                 # Plain arithmetic, and split() only when needed: Tensor.__len__ and split() cost more than
                 # the rest of a one-sample update together.
