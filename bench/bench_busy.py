@@ -50,18 +50,31 @@ def workloads() -> dict[str, tuple]:
     }
 
 
-def rate(data, settings: dict, threads: int | None) -> float:
-    """Training samples/s of one run (Run.samples_per_s: the updates alone)."""
-    return train("mlp:128,64", data, seed=0, threads=threads, **settings).samples_per_s
+MIN_SECONDS = 0.3 if QUICK else 1.0  # training time per measurement: a short run is repeated up to it
 
 
-def rounds(work: dict[str, tuple], repeats: int) -> dict[str, dict[str, list[float]]]:
+def rate(data, settings: dict, threads: int | None) -> tuple[float, int]:
+    """Training samples/s (the updates alone, as Run.samples_per_s) over runs repeated until MIN_SECONDS of
+    training, and the threads the runs used."""
+    samples, seconds = 0, 0.0
+    while seconds < MIN_SECONDS:
+        run = train("mlp:128,64", data, seed=0, threads=threads, **settings)
+        samples, seconds = samples + run.samples_seen, seconds + run.train_seconds
+    return samples / seconds, run.threads
+
+
+def rounds(work: dict[str, tuple], repeats: int) -> tuple[dict, dict]:
+    """Rates per workload and setting, interleaved (a burst of load hits all three alike), and the threads
+    each setting used."""
     rates: dict[str, dict[str, list[float]]] = {name: {s: [] for s in SETTINGS} for name in work}
+    used: dict[str, dict[str, set[int]]] = {name: {s: set() for s in SETTINGS} for name in work}
     for _ in range(repeats):
         for name, (data, settings) in work.items():
-            for label, threads in SETTINGS.items():  # interleaved: a burst of load hits all three alike
-                rates[name][label].append(rate(data, settings, threads))
-    return rates
+            for label, threads in SETTINGS.items():
+                r, n = rate(data, settings, threads)
+                rates[name][label].append(r)
+                used[name][label].add(n)
+    return rates, used
 
 
 class Competitors:
@@ -87,7 +100,8 @@ class Competitors:
         return [p.pid for p in self.procs]
 
 
-def summarize(rates: dict[str, dict[str, list[float]]]) -> list[dict]:
+def summarize(measured: tuple[dict, dict]) -> list[dict]:
+    rates, used = measured
     rows = []
     for name, by_setting in rates.items():
         med = {label: statistics.median(values) for label, values in by_setting.items()}
@@ -97,6 +111,7 @@ def summarize(rates: dict[str, dict[str, list[float]]]) -> list[dict]:
                 "workload": name,
                 **{f"{label} samples/s": round(m) for label, m in med.items()},
                 "rates": by_setting,
+                "default threads": sorted(used[name]["default"]),
                 "default / best": round(med["default"] / best, 3),
             }
         )
@@ -127,7 +142,8 @@ def print_result(result: dict) -> None:
         print(f"\n{title}: median samples/s of {REPEATS}, interleaved")
         for r in rows:
             cells = "  ".join(f"{label} {r[f'{label} samples/s']:>9,}" for label in SETTINGS)
-            print(f"  {r['workload']:<52} {cells}  default/best {r['default / best']:.2f}")
+            chose = ",".join(map(str, r["default threads"]))
+            print(f"  {r['workload']:<52} {cells}  default/best {r['default / best']:.2f} (default: {chose} thr.)")
     verdict = "holds" if result["holds"] else "FAILS"
     print(f"\nbusy: default within {LIMIT}x of the best of --threads 1 / 2: {verdict}")
 
