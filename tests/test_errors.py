@@ -121,6 +121,12 @@ def _rollback_without_checkpoints(tmp: Path):
     cadence.train(data=(X, Y), config={**FAST, "stop": {"max_updates": 2, "on_nonfinite": "rollback"}})
 
 
+# `a` holds 9 values, `b` 9 references to `a`, ... `g` 9^7 = 4.8 million: 300 bytes of YAML.
+ALIAS_BOMB = "a: &a [1,1,1,1,1,1,1,1,1]\n" + "".join(
+    f"{n}: &{n} [{','.join(['*' + p] * 9)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True)
+)
+
+
 CASES = [
     # configuration: Python dicts, YAML files and dotted overrides build the same checked RunConfig
     Case("config", "a negative learning rate", lambda t: build_config({"optimizer": {"lr": -1}}),
@@ -151,6 +157,11 @@ CASES = [
          "ConfigError", r"could not be read.*UTF-8"),
     Case("config file", "a directory", lambda t: load_config(t),
          "ConfigError", r"could not be read"),
+    Case("config file", "nested aliases (9^7 values)", _yaml(ALIAS_BOMB),
+         "ConfigError", r"expands to more than 100,000 values \(nested YAML aliases\?\)"),
+    Case("config file", "a recursive alias", _yaml("a: &a [*a]\n"), "ConfigError", r"recursive alias"),
+    Case("config file", "lr: true", _yaml("optimizer: {lr: true}\n"),
+         "ConfigError", r"'optimizer\.lr' = True: .*expected a number, got the boolean True"),
     # data: arrays and named sets are checked before any training
     Case("data", "1-D features", lambda t: from_arrays(np.ones(5), np.zeros(5, dtype=int)),
          "DataError", r"must have shape \(n_samples, n_features\.\.\.\); got shape \(5,\)"),
