@@ -211,13 +211,18 @@ CASES = [
          "CheckpointError", r"cannot store state\.fn"),
     # the command line: one red line, exit 2 for config/data/checkpoint errors
     Case("CLI", "--strategy sometimes", _cli("--strategy", "sometimes"),
-         "exit 2", r"'strategy\.name' = 'sometimes'"),
+         "exit 2", r"Invalid value for '--strategy' / '-s': .*'sometimes' is not one of 'full-batch'"),
     Case("CLI", "--lr -1", _cli("--lr", "-1"), "exit 2", r"'optimizer\.lr' = -1\.0"),
     Case("CLI", "--resume and --from together", _cli("--resume", "TMP", "--from", "TMP"),
          "exit 2", r"Fix: pass only one"),
     Case("CLI", "--resume of an empty directory", _cli("--resume", "TMP"), "exit 2", r"no valid checkpoint"),
     Case("CLI", "--checkpoint-every 0", _cli("--checkpoint-every", "0"), "exit 2", r"every_updates = 0"),
-    Case("CLI", "--on-nonfinite ignore", _cli("--on-nonfinite", "ignore"), "exit 2", r"'stop\.on_nonfinite'"),
+    Case("CLI", "--on-nonfinite ignore", _cli("--on-nonfinite", "ignore"),
+         "exit 2", r"'--on-nonfinite': .*'ignore' is not one of 'stop', 'skip', 'rollback'"),
+    Case("CLI", "--lr true", _cli("--lr", "true"), "exit 2", r"'--lr': Input should be a valid number"),
+    Case("CLI", "--set lr", _cli("--set", "lr"), "exit 2", r"'lr' is not KEY=VALUE \(e\.g\. optimizer\.lr=0\.1\)"),
+    Case("CLI", "--set optimizer.lr=true", _cli("--set", "optimizer.lr=true"),
+         "exit 2", r"in command-line flags:\s+'optimizer\.lr' = True: .*expected a number"),
     Case("CLI", "--config of a missing file", _cli("--config", "TMP/missing.yaml"), "exit 2", r"does not exist"),
 ]  # fmt: skip
 
@@ -232,8 +237,14 @@ def outcome(case: Case, tmp: Path) -> tuple[str, str]:
         except CadenceError as err:
             return type(err).__name__, _normalize(str(err), tmp)
     if hasattr(result, "exit_code"):
-        return f"exit {result.exit_code}", _normalize(result.stderr.removeprefix("error: ").strip(), tmp)
+        return f"exit {result.exit_code}", _normalize(_unbox(result.stderr.removeprefix("error: ").strip()), tmp)
     return "no error", repr(result)
+
+
+def _unbox(stderr: str) -> str:
+    """The text inside typer's usage-error panel (`│ Invalid value for ... │`), or stderr as it is."""
+    inside = [line.strip("│ ") for line in stderr.splitlines() if line.startswith("│")]
+    return " ".join(inside) if inside else stderr
 
 
 def _normalize(message: str, tmp: Path) -> str:
