@@ -28,6 +28,8 @@ def as_dataset(data: object, config: DataConfig, seed: int) -> Dataset:
     if isinstance(data, Dataset):
         return data
     if isinstance(data, tuple | list):
+        if len(data) != 2:
+            raise DataError(f"data as a tuple is (x, y); got {len(data)} items. Fix: pass (features, targets).")
         return from_arrays(*data, config=config, seed=seed)
     if isinstance(data, torch_data.DataLoader | torch_data.Dataset):
         x, y = torch_tensors(data)
