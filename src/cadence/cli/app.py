@@ -92,7 +92,7 @@ def _root(
 def _warnings_to_stderr():
     """Show library warnings (a corrupt checkpoint skipped, ...) as one yellow line each."""
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")  # each distinct warning once (not once per ensemble member)
         previous = warnings.showwarning
         warnings.showwarning = lambda msg, *a, **k: err_console.print(
             f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True
