@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -63,6 +63,9 @@ out_console = Console()
 
 Opt = typer.Option
 FROM_FLAGS = "command-line flags"  # where overrides come from, in error messages
+# How tables are printed (cadence.reports.layout.FORMATS; spelled here so `--help` imports no reports code).
+Format = Literal["table", "tsv", "json", "markdown"]
+FORMAT_HELP = "table: fits the terminal, wide when piped; tsv, json: raw values; markdown. Other lines: stderr"
 
 
 class Logger(StrEnum):  # an Enum, not a Literal: typer parses lists of enums only
@@ -136,6 +139,7 @@ def train(
         bool, Opt("--print-config", help="print the resolved config as YAML; train nothing")
     ] = False,
     as_json: Annotated[bool, Opt("--json", help="print the summary as one JSON object, nothing else")] = False,
+    output_format: Annotated[Format, Opt("--format", help=FORMAT_HELP)] = "table",
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bar or table")] = False,
     debug: Annotated[bool, Opt("--debug", help="show tracebacks")] = False,
 ) -> None:
@@ -153,14 +157,15 @@ def train(
                 return
             for note in plan.notes:
                 err_console.print(note, highlight=False, soft_wrap=True)
-            run, dataset = _train_run(plan, logger or [], quiet or as_json, allow_changes, as_json)
+            shown = {"as_json": as_json, "quiet": quiet, "output_format": output_format}
+            run, dataset = _train_run(plan, logger or [], allow_changes, shown)
     except (CadenceError, OSError) as err:
         _fail(err, debug)
     if run is not None:
-        _show_run(run, dataset, plan, as_json, quiet)
+        _show_run(run, dataset, plan, **shown)
 
 
-def _train_run(plan, loggers: list[str], silent: bool, allow_changes: bool, as_json: bool):
+def _train_run(plan, loggers: list[str], allow_changes: bool, shown: dict):
     """Load the data and train (an ensemble: train and show it here, returning no Run)."""
     from cadence.callbacks import Progress
     from cadence.callbacks.loggers import make_logger
@@ -172,9 +177,9 @@ def _train_run(plan, loggers: list[str], silent: bool, allow_changes: bool, as_j
     dataset = load_data(cfg.data, seed=cfg.seed)
     data_seconds = time.perf_counter() - t0
     if cfg.ensemble.members > 1:
-        _train_ensemble(cfg, dataset, plan.run_dir, as_json, silent)
+        _train_ensemble(cfg, dataset, plan.run_dir, **shown)
         return None, dataset
-    callbacks = [] if silent else [Progress(cfg.strategy.name.value)]
+    callbacks = [] if (shown["quiet"] or shown["as_json"]) else [Progress(cfg.strategy.name.value)]
     callbacks += [*plan.callbacks, *(make_logger(Logger(name).value, plan.run_dir) for name in loggers)]
     model = plan.model(dataset)
     run = train_run(
@@ -185,17 +190,19 @@ def _train_run(plan, loggers: list[str], silent: bool, allow_changes: bool, as_j
     return run, dataset
 
 
-def _show_run(run, dataset, plan, as_json: bool, quiet: bool) -> None:
+def _show_run(run, dataset, plan, as_json: bool, quiet: bool, output_format: str) -> None:
     run_dir = plan.run_dir
     if as_json:
         print(json.dumps({**run.summary(), "run_dir": str(run_dir)}))
     elif not quiet:
+        from cadence.reports.layout import print_table
         from cadence.reports.table import runs_table
 
-        out_console.print(runs_table([run], title=f"Cadence: {dataset.describe()}"))
+        print_table(out_console, runs_table([run], title=f"Cadence: {dataset.describe()}"), output_format)
+        notes = out_console if output_format == "table" else err_console  # stdout holds only the table
         if run.message:
-            out_console.print(f"stop reason: {run.stop_reason.value}: {run.message}")
-        out_console.print(f"run directory: {run_dir}")
+            notes.print(f"stop reason: {run.stop_reason.value}: {run.message}", highlight=False)
+        notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     if run.stop_reason == "interrupted":  # by SIGINT/SIGTERM: the shell convention is 128 + SIGINT
         hint = f" Continue with: cadence train --resume {run_dir}" if plan.callbacks else ""
         err_console.print(f"interrupted: {run.message}.{hint}", highlight=False, soft_wrap=True)
@@ -208,8 +215,9 @@ def _yaml(tree: dict) -> str:
     return yaml.safe_dump(tree, sort_keys=False)
 
 
-def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> None:
+def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool, output_format: str) -> None:
     from cadence.engine import train_ensemble
+    from cadence.reports.layout import print_table
     from cadence.reports.table import runs_table
 
     result = train_ensemble(data=dataset, config=cfg)
@@ -218,10 +226,12 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> 
         print(json.dumps({**result.summary(), "run_dir": str(run_dir)}))
         return
     if not quiet:
-        out_console.print(runs_table(result.members, title=f"Cadence: {dataset.describe()}, ensemble members"))
+        title = f"Cadence: {dataset.describe()}, ensemble members"
+        print_table(out_console, runs_table(result.members, title=title), output_format)
+        notes = out_console if output_format == "table" else err_console
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
-        out_console.print(f"ensemble of {len(result.members)}: {metrics}")
-        out_console.print(f"run directory: {run_dir}")
+        notes.print(f"ensemble of {len(result.members)}: {metrics}", highlight=False, soft_wrap=True)
+        notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
 
 
 # What a comparison sets for every run itself (its grid, budget and seeds): no run-config flag for these.
@@ -298,6 +308,7 @@ def compare(
         bool, Opt("--print-config", help="print the comparison as YAML (a file for -c); run nothing")
     ] = False,
     as_json: Annotated[bool, Opt("--json", help="print the runs as one JSON list, nothing else")] = False,
+    output_format: Annotated[Format, Opt("--format", help=FORMAT_HELP)] = "table",
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no live display or table")] = False,
     debug: Annotated[bool, Opt("--debug", help="show tracebacks")] = False,
 ) -> None:
@@ -321,7 +332,7 @@ def compare(
             result, tree, advice, report = _run_comparison(base, settings, out, live=not (quiet or as_json))
     except (CadenceError, OSError) as err:
         _fail(err, debug)
-    _show_comparison(result, tree, advice, report, out, as_json, quiet)
+    _show_comparison(result, tree, advice, report, out, as_json, quiet, output_format)
 
 
 def _run_comparison(base, settings, out: Path, live: bool):
@@ -345,24 +356,26 @@ def _run_comparison(base, settings, out: Path, live: bool):
     return result, tree, advice, write_report(tree, out, advice)
 
 
-def _show_comparison(result, tree: dict, advice, report: Path, out: Path, as_json: bool, quiet: bool) -> None:
+def _show_comparison(result, tree, advice, report, out: Path, as_json: bool, quiet: bool, output_format: str):
     if as_json:
         print(
             json.dumps([{k: v for k, v in r.items() if k not in ("history", "run_config")} for r in tree["runs"]])
         )
-    elif not quiet:
+    notes = out_console if output_format == "table" else err_console  # stdout holds only the table
+    if not (as_json or quiet):
+        from cadence.reports.layout import print_table
         from cadence.reports.table import compare_table
 
-        out_console.print(compare_table(tree))
-        out_console.print(f"[bold]{advice.headline}[/]", highlight=False)
+        print_table(out_console, compare_table(tree), output_format)
+        notes.print(f"[bold]{advice.headline}[/]", highlight=False)
         for reason in advice.reasons:
-            out_console.print(f"- {reason}", highlight=False)
-        out_console.print(f"results: {out / 'results.json'}")
+            notes.print(f"- {reason}", highlight=False)
+        notes.print(f"results: {out / 'results.json'}", highlight=False, soft_wrap=True)
     failed = [r for r in tree["runs"] if r.get("stop_reason") == "error"]
     if failed:
         err_console.print(f"[bold red]error:[/] {len(failed)} run(s) failed; first: {failed[0]['error']}")
     if not as_json:
-        print(f"report: {report}")
+        print(f"report: {report}", file=sys.stdout if output_format == "table" else sys.stderr)
     if result.meta["interrupted"]:
         err_console.print(f"interrupted: kept {len(tree['runs'])} of {result.meta['n_runs']} runs")
         raise typer.Exit(130)
