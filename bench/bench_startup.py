@@ -52,7 +52,8 @@ def main() -> None:
     result |= {"medians_s": medians, "all_s": times}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "startup.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"load average before {load_before[0]:.2f}, after {result['load_after'][0]:.2f}; medians of {args.repeats}")
+    after = result["load_after"][0]
+    print(f"load average before {load_before[0]:.2f}, after {after:.2f}; medians of {args.repeats}")
     for case in CASES:
         line = f"{case:24} this tree {medians['this tree'][case]:6.2f} s"
         if "reference" in medians:
