@@ -18,10 +18,11 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from cadence.cli.flags import config_options, with_default
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, clip_text
 
 
 class _NoFlagType:
@@ -63,6 +64,7 @@ out_console = Console()
 
 Opt = typer.Option
 FROM_FLAGS = "command-line flags"  # where overrides come from, in error messages
+MAX_MESSAGE = 4000  # characters of an error message the CLI prints
 # How tables are printed (cadence.reports.layout.FORMATS; spelled here so `--help` imports no reports code).
 Format = Literal["table", "tsv", "json", "markdown"]
 FORMAT_HELP = "table: fits the terminal, wide when piped; tsv, json: raw values; markdown. Other lines: stderr"
@@ -110,7 +112,9 @@ def _fail(err: Exception, debug: bool) -> None:
     if debug:
         raise err
     code = err.exit_code if isinstance(err, CadenceError) else 1
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    # Messages clip the values they echo; this bounds any other (an OSError's path, a message of many lines).
+    message = escape(clip_text(str(err), MAX_MESSAGE))  # escaped: rich would read `[x]` in it as markup
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
