@@ -8,7 +8,8 @@ import time
 import pytest
 
 import cadence
-from cadence.config import build_config, config_keys, load_config, short_names
+from cadence.config import build_config, load_config
+from cadence.config_keys import config_keys, short_names
 from cadence.errors import ConfigError
 
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import cadence
 from cadence.cli.app import COMPARE_SETS, app
 from cadence.cli.flags import config_options, flag_names
-from cadence.config import config_keys
+from cadence.config_keys import config_keys
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

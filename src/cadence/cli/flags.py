@@ -20,7 +20,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from cadence.config import Key, config_keys, short_names
+from cadence.config_keys import Key, config_keys, short_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 

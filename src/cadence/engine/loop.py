@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cadence.config import RunConfig, Strategy, build_config, short_names
+from cadence.config import RunConfig, Strategy, build_config
+from cadence.config_keys import short_names
 from cadence.data import inputs
 from cadence.data.datasets import Dataset
 from cadence.engine import checkpoint, fast, resume
@@ -29,7 +30,7 @@ from cadence.optim import build_optimizer
 
 def resolve_config(config: RunConfig | dict | None, overrides: dict, caller: str = "train()") -> RunConfig:
     """A checked RunConfig from a config (or dict) plus keyword overrides: short names (`lr`, `max_epochs`:
-    cadence.config.short_names()) or dotted keys (`"optimizer.betas"`, or `optimizer__betas`)."""
+    cadence.config_keys.short_names()) or dotted keys (`"optimizer.betas"`, or `optimizer__betas`)."""
     base = config if isinstance(config, RunConfig) else build_config(config)
     names = short_names()
     unknown = [k for k in overrides if k not in names and "." not in k and "__" not in k]
@@ -38,8 +39,8 @@ def resolve_config(config: RunConfig | dict | None, overrides: dict, caller: str
         raise ConfigError(
             f"unknown {caller} argument(s) {clip(unknown)}"
             + (f"; did you mean {', '.join(sorted(close))}?" if close else ".")
-            + " Fix: use a config key's short name (lr, batch_size, max_epochs, ...: cadence.config.short_names()"
-            " lists them all) or a dotted key such as 'optimizer.betas'."
+            + " Fix: use a config key's short name (lr, batch_size, max_epochs, ...; all in "
+            "cadence.config_keys.short_names()) or a dotted key such as 'optimizer.betas'."
         )
     dotted = {names.get(k) or k.replace("__", "."): v for k, v in overrides.items()}
     return base.with_overrides(dotted, source=f"{caller} arguments")
