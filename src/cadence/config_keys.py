@@ -79,7 +79,10 @@ def config_keys() -> tuple[Key, ...]:
     for key in keys:
         for name in (key.name, *key.aliases):
             if seen.setdefault(name.lower(), key.dotted) != key.dotted:
-                raise RuntimeError(f"config keys {seen[name.lower()]} and {key.dotted} are both named {name!r}")
+                raise RuntimeError(
+                    f"config keys {seen[name.lower()]} and {key.dotted} are both named {name!r}. "
+                    "Fix: give one of them its own name in cadence/config_keys.py _NAMES."
+                )
     return tuple(keys)
 
 
