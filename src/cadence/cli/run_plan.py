@@ -77,7 +77,7 @@ def plan_run(
     else:
         base = load_config(config_file) if config_file else build_config()
         default_dir = None
-    cfg = base.with_overrides(overrides)
+    cfg = base.with_overrides(overrides, source="command-line flags")
     run_dir = Path(
         out or default_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
     )

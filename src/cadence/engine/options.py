@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,7 @@ from cadence.engine.evaluate import lower_is_better, metric_names
 from cadence.engine.step import StepOptions
 from cadence.errors import ConfigError
 from cadence.optim import Schedule, build_schedule, penalized_parameters
+from cadence.optim.schedules import ScheduleWarning, horizon_warnings
 
 
 def step_options(config: RunConfig, model: nn.Module, data: Dataset) -> StepOptions:
@@ -69,7 +71,10 @@ def run_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, data: Data
             )
         chosen = s.plateau.mode if s.plateau else "auto"
         mode = chosen if chosen != "auto" else ("min" if lower_is_better(metric) else "max")
-    return build_schedule(optimizer, s, updates_per_epoch(config.strategy, n), budget_updates(config, n), mode)
+    per_epoch, horizon = updates_per_epoch(config.strategy, n), budget_updates(config, n)
+    for message in horizon_warnings(s, per_epoch, horizon):
+        warnings.warn(message, ScheduleWarning, stacklevel=3)
+    return build_schedule(optimizer, s, per_epoch, horizon, mode)
 
 
 def device_for(config: RunConfig, model: nn.Module, optimizer, scheduler, data: Dataset, options) -> torch.device:
