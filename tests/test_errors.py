@@ -259,7 +259,7 @@ CASES = [
          "exit 2", r"in command-line flags:\s+'optimizer\.lr' = True: .*expected a number"),
     Case("CLI", "--config of a missing file", _cli("--config", "TMP/missing.yaml"), "exit 2", r"does not exist"),
     Case("CLI", "--lr inf", _cli("--lr", "inf"), "exit 2", r"'optimizer\.lr' = inf: Input should be a finite"),
-    Case("CLI", "--engine gpu", _cli("--engine", "gpu"), "exit 2", r"'--engine'.*'gpu' is not one of 'auto', 'autograd'"),
+    Case("CLI", "--engine gpu", _cli("--engine", "gpu"), "exit 2", r"'--engine'.*'gpu' is not one of 'auto'"),
     Case("CLI", "--out a file", _out_a_file, "exit 2", r"--out .*f is a file, not a folder"),
     Case("CLI", "--out of another run", _out_another_run, "exit 2", r"holds another run .*--overwrite"),
 ]  # fmt: skip
