@@ -107,7 +107,7 @@ def test_out_in_a_read_only_folder_is_refused_before_training(tmp_path, monkeypa
     _refused(result, tmp_path, f"--out {folder / 'run'} cannot be written: {folder} is {why}")
 
 
-def test_out_holding_another_run_needs_overwrite_which_replaces_it_whole(tmp_path):
+def test_out_holding_another_run_needs_overwrite_which_replaces_that_run(tmp_path):
     out = str(tmp_path / "run")
     assert train(*QUICK, "--checkpoint-every", "10", "--out", out, "-q").exit_code == 0
     result = train(*QUICK, "--seed", "1", "--out", out)
@@ -115,9 +115,11 @@ def test_out_holding_another_run_needs_overwrite_which_replaces_it_whole(tmp_pat
     assert result.exit_code == 2 and _refused_run in " ".join(result.output.split())
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["seed"] == 0
 
+    (tmp_path / "run" / "notes.txt").write_text("mine")
     assert train(*QUICK, "--seed", "1", "--out", out, "--overwrite", "-q").exit_code == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["seed"] == 1
     assert not (tmp_path / "run" / "checkpoints").exists()  # the old run's checkpoints went with it
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # what was not the run's stays
 
 
 def test_resume_continues_in_its_own_folder_and_keeps_its_checkpoints(tmp_path):

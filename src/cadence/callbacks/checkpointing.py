@@ -3,7 +3,6 @@ it is written atomically is engine/checkpoint.py's."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -20,8 +19,7 @@ class Checkpointing(Callback):
 
     Checkpoints are taken between updates only, so a resumed run continues the same update sequence.
     A checkpoint that cannot be written (full disk, read-only directory) raises CheckpointError naming
-    the path and the reason; the previous checkpoint is left intact. `fresh` removes the checkpoints
-    already there at run start (another run's, replaced with --overwrite), so two runs never mix.
+    the path and the reason; the previous checkpoint is left intact.
     """
 
     def __init__(
@@ -30,7 +28,6 @@ class Checkpointing(Callback):
         every_updates: int | None = None,
         every_seconds: float | None = None,
         keep: int = 3,
-        fresh: bool = False,
     ):
         for name, value in (("every_updates", every_updates), ("every_seconds", every_seconds)):
             if value is not None and not value > 0:
@@ -45,7 +42,6 @@ class Checkpointing(Callback):
         self.every_updates = every_updates
         self.every_seconds = every_seconds
         self.keep = keep
-        self.fresh = fresh
         self.written: list[Path] = []
         self._history_len = 0
         self._last = time.monotonic()
@@ -55,8 +51,6 @@ class Checkpointing(Callback):
 
     def on_run_start(self, state: TrainState) -> None:
         state.checkpoint_dir = self.directory
-        if self.fresh:
-            shutil.rmtree(self.directory, ignore_errors=True)
         checkpoint.remove_temp(self.directory)  # leftovers of a write that was killed midway
         self._history_len = len(state.history)
         self._last = time.monotonic()

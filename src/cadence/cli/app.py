@@ -195,7 +195,7 @@ def _train_run(plan, loggers: list[str], allow_changes: bool, shown: dict):
         model, dataset, cfg, callbacks=callbacks, resume_from=plan.checkpoint, allow_changes=allow_changes
     )
     run.data_seconds = data_seconds
-    run.save(plan.run_dir, carry=plan.carry)
+    run.save(plan.run_dir)
     return run, dataset
 
 

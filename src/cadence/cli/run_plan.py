@@ -5,6 +5,7 @@ checkpointing callback, the model."""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from torch import nn
 from cadence.callbacks import Checkpointing
 from cadence.config import RunConfig, build_config, load_config
 from cadence.engine import checkpoint, resume
+from cadence.engine.events import Callback
 from cadence.errors import ConfigError
 
 
@@ -26,11 +28,6 @@ class RunPlan:
     checkpoint: checkpoint.Checkpoint | None = None  # resume from this
     start_weights: Path | None = None  # --from: a run directory whose weights start the new run
     notes: list[str] = field(default_factory=list)  # lines for stderr
-
-    @property
-    def carry(self) -> list[str]:
-        """What the final save keeps of the run directory: its checkpoints, when this run wrote them."""
-        return [checkpoint.DIRNAME] if self.callbacks else []
 
     def model(self, data) -> nn.Module | None:
         """None (train() builds it) unless the run starts from old weights."""
@@ -83,23 +80,33 @@ def plan_run(
     )
     continuing = default_dir is not None and run_dir.absolute() == Path(default_dir).absolute()
     check_run_dir(run_dir, overwrite=overwrite, continuing=continuing)
-    callbacks = []
+    callbacks: list = [ReplaceRun(run_dir)] if overwrite and not continuing else []
     if ckpt is not None or any(v is not None for v in settings.values()):
         keep = 3 if settings["keep"] is None else settings["keep"]
-        callbacks.append(
-            Checkpointing(
-                run_dir,
-                settings["every_updates"],
-                settings["every_seconds"],
-                keep,
-                fresh=overwrite and not continuing,
-            )
-        )
+        callbacks.append(Checkpointing(run_dir, settings["every_updates"], settings["every_seconds"], keep))
     return RunPlan(cfg, run_dir, callbacks, ckpt, from_dir, notes)
 
 
-# What makes a folder a run directory (Run.save, Checkpointing, EnsembleRun.save write these).
+# What a run writes into its directory (Run.save, Checkpointing, EnsembleRun.save, the loggers); a folder
+# holding one of the first six is another run's.
 RUN_ENTRIES = ("summary.json", "config.yaml", "model.safetensors", "history.jsonl", "ensemble.json", "checkpoints")
+RUN_WRITES = (*RUN_ENTRIES, "history.csv", "metrics.csv", "tensorboard", "mlruns")
+
+
+class ReplaceRun(Callback):
+    """--overwrite: removes what the replaced run wrote into the run directory (its files, checkpoints,
+    logs and ensemble members; nothing else) when the new run starts, after every check has passed, so the
+    two runs never mix."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_run_start(self, state) -> None:
+        if not self.run_dir.is_dir():
+            return
+        for entry in self.run_dir.iterdir():
+            if entry.name in RUN_WRITES or entry.name.startswith("member-"):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def check_run_dir(run_dir: Path, overwrite: bool = False, continuing: bool = False) -> None:

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,13 +136,12 @@ class Run:
         writer.writerows(self.history)
         return out.getvalue()
 
-    def save(self, run_dir: str | Path, carry: Iterable[str] | None = None) -> Path:
+    def save(self, run_dir: str | Path) -> Path:
         """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors into `run_dir`, atomically.
 
         All five go into a temp folder beside `run_dir`, each fsynced; then renames swap it into place, so a
-        reader sees the old folder or the new one, never a mix. Entries of an existing `run_dir` other than
-        those five (its checkpoints/, ...) are carried into the new one: all of them, or only the names in
-        `carry` (the CLI carries checkpoints/ only when this run wrote them).
+        reader sees the old folder or the new one, never a mix. The other entries of an existing `run_dir`
+        (the run's checkpoints/, its loggers' files, ...) are carried into the new one.
 
         Raises:
             SaveError: `run_dir` is a file, or the write failed (full disk, read-only): the message names
@@ -172,16 +170,15 @@ class Run:
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             raise _save_error(run_dir, err, sum(len(d) for d in files.values())) from None
-        self._swap(tmp, run_dir, carry)
+        self._swap(tmp, run_dir)
         return run_dir
 
     @staticmethod
-    def _swap(tmp: Path, run_dir: Path, carry: Iterable[str] | None) -> None:
+    def _swap(tmp: Path, run_dir: Path) -> None:
         """Put the complete temp folder in place of `run_dir` by renames alone (no space needed)."""
         if run_dir.exists():
-            keep = None if carry is None else set(carry)
             for entry in run_dir.iterdir():
-                if entry.name not in FILES and (keep is None or entry.name in keep):
+                if entry.name not in FILES:
                     os.replace(entry, tmp / entry.name)
             old = run_dir.parent / f"{TEMP}old-{run_dir.name}-{os.getpid()}"
             os.replace(run_dir, old)
