@@ -169,6 +169,9 @@ def train(
     keep: Annotated[int | None, Opt(help="checkpoints to keep (default 3)")] = None,
     resume: Annotated[Path | None, Opt(help="continue RUN_DIR exactly from its newest valid checkpoint")] = None,
     allow_changes: Annotated[bool, Opt(help="let --resume continue with a changed config or data")] = False,
+    trust_code: Annotated[
+        bool, Opt(help="let --resume/--from import the package.module:factory their run names")
+    ] = False,
     from_run: Annotated[
         Path | None, Opt("--from", help="start a new run from the weights of RUN_DIR (e.g. with new --data)")
     ] = None,
@@ -190,7 +193,9 @@ def train(
 
         with _warnings_to_stderr():
             overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
-            plan = plan_run(config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep)
+            plan = plan_run(
+                config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep, trust_code
+            )
             cfg, run_dir = plan.config, plan.run_dir
             for note in plan.notes:
                 err_console.print(note, highlight=False, soft_wrap=True)
