@@ -10,6 +10,7 @@ from cadence.config import RunConfig, Strategy, build_config, load_config
 from cadence.data.datasets import Dataset, from_arrays, load_data
 from cadence.engine import Callback, Run, StopReason, train, train_ensemble
 from cadence.errors import CadenceError, CheckpointError, ConfigError, DataError, StreamError
+from cadence.models.artefact import TrainedModel, load
 
 __version__ = "0.1.0"
 
@@ -25,8 +26,10 @@ __all__ = [
     "StopReason",
     "Strategy",
     "StreamError",
+    "TrainedModel",
     "build_config",
     "from_arrays",
+    "load",
     "load_config",
     "load_data",
     "train",

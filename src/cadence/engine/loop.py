@@ -22,6 +22,7 @@ from cadence.engine.stopping import Stopping, StopReason
 from cadence.engine.strategies import Update, updates_per_epoch
 from cadence.errors import ConfigError, DataError
 from cadence.models import build_model
+from cadence.models.artefact import describe_inputs
 from cadence.models.builders import check_trusted, module_spec
 from cadence.optim import build_optimizer
 
@@ -331,6 +332,7 @@ def _finish(
         confusion_matrix=confusion,
         restored_best=restored,
         message=message,
+        inputs=describe_inputs(data),
     )
 
 
