@@ -364,6 +364,9 @@ def compare(
         raise typer.Exit(1)
 
 
+from cadence.cli import use as _use  # noqa: E402,F401  registers predict, evaluate, export
+
+
 def main() -> None:
     try:
         app()

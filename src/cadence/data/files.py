@@ -7,6 +7,7 @@ datasets.py's and checks.py's.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,6 +60,44 @@ def load_csv(path: str | Path, target: str | None) -> CsvTable:
     x = parse_features(np.delete(cells, t, axis=1), path, lines, features)
     y, classes = _parse_target(cells[:, t], path, lines, target)
     return CsvTable(x, y, features, classes)
+
+
+def csv_chunks(path: str | Path, rows: int) -> Iterator[tuple[list[str], list[int], list[list[str]]]]:
+    """A CSV file read `rows` data rows at a time, for inputs too large to hold: yields (header, the file
+    line of each row, the rows); blank lines skipped, every row checked against the header.
+
+    Raises:
+        DataError: missing or unreadable file, no header, a ragged row (named by its line).
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            header = next((row for row in reader if any(c.strip() for c in row)), None)
+            if header is None:
+                raise DataError(f"CSV file {path} is empty. Fix: write a header row, then data rows.")
+            header = [c.strip() for c in header]
+            lines: list[int] = []
+            chunk: list[list[str]] = []
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(
+                        f"line {reader.line_num} of {path} has {len(row)} fields but the header has "
+                        f"{len(header)}. Fix: give every row one value per column."
+                    )
+                lines.append(reader.line_num)
+                chunk.append(row)
+                if len(chunk) == rows:
+                    yield header, lines, chunk
+                    lines, chunk = [], []
+            if chunk:
+                yield header, lines, chunk
+    except FileNotFoundError:
+        raise DataError(f"CSV file {path} does not exist. Fix: pass the path of a .csv file.") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a readable UTF-8 CSV file: {err}.") from None
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
