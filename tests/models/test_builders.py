@@ -78,9 +78,9 @@ def test_an_mlp_too_large_for_memory_is_refused_before_allocating(monkeypatch):
     from cadence.models import builders
 
     monkeypatch.setattr(builders, "MLP", None)  # reaching the constructor would fail with a TypeError
-    with pytest.raises(
-        ConfigError, match=r"'mlp:100000000' has 7,400,000,010 parameters: 55.1 GiB .* Fix: use smaller"
-    ):
+    monkeypatch.setattr(builders, "_available_memory", lambda: 16 * 2**30)
+    match = r"'mlp:100000000' has 7,500,000,010 parameters: 55.9 GiB .* 16.0 GiB available. Fix: use smaller"
+    with pytest.raises(ConfigError, match=match):
         build_model(ModelConfig(spec="mlp:100000000"), (64,), 10)
 
 
