@@ -154,20 +154,27 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             out = run_sklearn(name, raw) if system == "sklearn" else run_cadence(name, raw, overrides)
             row[system] = {**out, "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
-            print(f"{name:15s} {system:8s} score {out['score']:.4f}  {out['seconds']:7.2f} s  "
-                  f"epochs {out['epochs']}  load {load_before:.2f}", flush=True)
+            print(
+                f"{name:15s} {system:8s} score {out['score']:.4f}  {out['seconds']:7.2f} s  "
+                f"epochs {out['epochs']}  load {load_before:.2f}",
+                flush=True,
+            )
         if "sklearn" in row:
             row["points_behind"] = round(100 * (row["sklearn"]["score"] - row["cadence"]["score"]), 2)
             row["time_ratio"] = round(row["cadence"]["seconds"] / row["sklearn"]["seconds"], 3)
         results.append(row)
     print()
-    print("| data set | task | sklearn score | sklearn s | cadence score | cadence s | time ratio | cadence stop |")
+    print(
+        "| data set | task | sklearn score | sklearn s | cadence score | cadence s | time ratio | cadence stop |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in results:
         sk = r.get("sklearn", {"score": float("nan"), "seconds": float("nan")})
         c = r["cadence"]
-        print(f"| {r['set']} | {r['task']} | {sk['score']:.4f} | {sk['seconds']:.2f} | {c['score']:.4f} | "
-              f"{c['seconds']:.2f} | {r.get('time_ratio', float('nan')):.2f} | {c['stop_reason']} |")
+        print(
+            f"| {r['set']} | {r['task']} | {sk['score']:.4f} | {sk['seconds']:.2f} | {c['score']:.4f} | "
+            f"{c['seconds']:.2f} | {r.get('time_ratio', float('nan')):.2f} | {c['stop_reason']} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine(), "overrides": overrides, "results": results}, indent=1))
     print(f"\nwrote {args.out}")

@@ -24,6 +24,49 @@ class Strategy(StrEnum):
     STREAM = "stream"
 
 
+# Default lr per strategy and optimizer, for standardized inputs; `optimizer.lr` unset (or null) means
+# this table's value, and `cadence compare` uses it for entries without an lr (comparison/grid.py).
+# mini-batch: measured by bench/defaults.py over six data sets (iris, digits, diabetes, make_classification,
+# make_moons, Fashion-MNIST) with the default early stopping: adam 1e-3 is within 1 point of scikit-learn's
+# MLP on all six, 3e-3 fell 1.4 points behind on digits. The other values: a 3x-spaced sweep on digits
+# (mlp:128,64, seeds 0-1) at 20 epochs (full-batch), 5 (mini-batch 64) and 2 (online), the best value, one
+# step lower where the best was the largest tried or next to a diverging one; online and full-batch adam
+# checked again with the default early stopping (bench/defaults.py --set strategy.name=...).
+DEFAULT_LRS: dict[Strategy, dict[str, float]] = {
+    Strategy.FULL_BATCH: {
+        "gd": 0.5,
+        "sgd": 0.5,
+        "momentum": 0.1,
+        "nesterov": 0.1,
+        "adagrad": 0.03,
+        "rmsprop": 0.003,
+        "adam": 0.01,
+        "adamw": 0.01,
+    },
+    Strategy.MINI_BATCH: {
+        "gd": 0.3,
+        "sgd": 0.3,
+        "momentum": 0.03,
+        "nesterov": 0.03,
+        "adagrad": 0.03,
+        "rmsprop": 0.001,
+        "adam": 0.001,
+        "adamw": 0.001,
+    },
+    Strategy.ONLINE: {
+        "gd": 0.01,
+        "sgd": 0.01,
+        "momentum": 0.001,
+        "nesterov": 0.001,
+        "adagrad": 0.01,
+        "rmsprop": 0.0003,
+        "adam": 0.0003,
+        "adamw": 0.0003,
+    },
+}
+DEFAULT_LRS[Strategy.STREAM] = DEFAULT_LRS[Strategy.ONLINE]  # stream is online learning
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,8 +136,10 @@ class StrategyConfig(_Model):
 class OptimizerConfig(_Model):
     """Optimizer by name; hyperparameters keep torch.optim's names."""
 
-    name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0.0)
+    name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = "adam"
+    lr: float | None = Field(
+        None, gt=0.0, description="default: per strategy and optimizer (config.DEFAULT_LRS; adam mini-batch 1e-3)"
+    )
     momentum: float | None = Field(None, ge=0.0, lt=1.0)
     weight_decay: float | None = Field(None, ge=0.0, description="default: 0, or 0.01 for adamw")
     betas: tuple[float, float] = (0.9, 0.999)
@@ -164,15 +209,19 @@ class ScheduleConfig(_Model):
 class StopConfig(_Model):
     """Budgets and stop checks. Every run ends with one StopReason."""
 
-    max_epochs: int | None = Field(10, gt=0)
+    # Defaults measured by bench/defaults.py: early stopping on val_loss (patience 10, best weights restored)
+    # ends most runs; 200 epochs and 10 minutes cap the rest.
+    max_epochs: int | None = Field(200, gt=0)
     max_updates: int | None = Field(None, gt=0)
     max_samples: int | None = Field(None, gt=0)
-    max_seconds: float | None = Field(None, gt=0)
+    max_seconds: float | None = Field(600.0, gt=0)
     tol: float | None = Field(None, ge=0.0, description="converged: relative improvement of smoothed loss < tol")
     convergence_patience: int = Field(3, gt=0)
     target_loss: float | None = None
-    early_stopping_metric: str | None = Field(None, description="e.g. val_loss, val_accuracy")
-    early_stopping_patience: int = Field(5, gt=0)
+    early_stopping_metric: str | None = Field(
+        "val_loss", description="e.g. val_loss, val_accuracy; None: no early stopping"
+    )
+    early_stopping_patience: int = Field(10, gt=0)
     early_stopping_min_delta: float = Field(0.0, ge=0.0)
     restore_best_weights: bool = True
     on_nonfinite: Literal["stop", "skip", "rollback"] = Field(
@@ -244,6 +293,18 @@ class RunConfig(_Model):
     threads: int | None = Field(None, gt=0, description="torch threads; default chosen per strategy")
 
     @model_validator(mode="after")
+    def _default_lr(self) -> RunConfig:
+        """An unset lr becomes the default of the strategy and optimizer. `lr` stays out of the optimizer's
+        fields_set, so `with_overrides` (another strategy or optimizer) picks that one's default again."""
+        opt = self.optimizer
+        if opt.lr is None:
+            lr = DEFAULT_LRS[self.strategy.name][opt.name]
+            fields = {**{k: getattr(opt, k) for k in type(opt).model_fields}, "lr": lr}
+            resolved = OptimizerConfig.model_construct(_fields_set=opt.model_fields_set - {"lr"}, **fields)
+            object.__setattr__(self, "optimizer", resolved)  # frozen model, still being validated
+        return self
+
+    @model_validator(mode="after")
     def _augment_needs_shared_scale(self) -> RunConfig:
         if self.augment.enabled and self.data.standardize == "feature":
             raise ValueError(
@@ -256,6 +317,8 @@ class RunConfig(_Model):
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """Return a copy with dotted keys (`optimizer.lr`) replaced, checked like the original."""
         tree = self.model_dump(mode="python")
+        if "lr" not in self.optimizer.model_fields_set:  # a default lr follows a new strategy or optimizer
+            tree["optimizer"]["lr"] = None
         for dotted, value in overrides.items():
             node = tree
             *parents, leaf = str(dotted).split(".")

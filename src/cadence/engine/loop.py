@@ -18,7 +18,7 @@ from cadence.engine.faults import Guard
 from cadence.engine.options import run_schedule, step_options
 from cadence.engine.run import Run
 from cadence.engine.step import step
-from cadence.engine.stopping import Stopping, StopReason
+from cadence.engine.stopping import Stopping, StopReason, budget_note
 from cadence.engine.strategies import Update, updates_per_epoch
 from cadence.errors import ConfigError, DataError
 from cadence.models import build_model
@@ -316,6 +316,8 @@ def _finish(
         StopReason.EARLY_STOPPED: "no improvement of the validation metric within the patience"
         + ("; restored the best weights" if restored else ""),
     }.get(reason, "")
+    if reason == StopReason.BUDGET and state.stopping is not None:
+        message = budget_note(state.config.stop, state.history, state.stopping)
     return Run(
         config=state.config,
         model=model,
