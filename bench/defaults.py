@@ -130,7 +130,10 @@ def parse_sets(text: str) -> dict:
     out = {}
     for item in text or []:
         key, _, value = item.partition("=")
-        out[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+        try:
+            out[key] = json.loads(value)  # numbers, true/false/null, lists
+        except ValueError:
+            out[key] = value  # a bare string such as full-batch
     return out
 
 

@@ -232,6 +232,11 @@ class StopConfig(_Model):
     max_skips: int = Field(10, gt=0, description="non-finite updates in a row tolerated before diverged")
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
 
+    @field_validator("early_stopping_metric")
+    @classmethod
+    def _none_turns_it_off(cls, v: str | None) -> str | None:
+        return None if v is not None and v.strip().lower() in ("none", "off", "") else v  # --early-stopping none
+
     @model_validator(mode="after")
     def _some_budget(self) -> StopConfig:
         if not any((self.max_epochs, self.max_updates, self.max_samples, self.max_seconds)):

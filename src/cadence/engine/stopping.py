@@ -115,6 +115,6 @@ def budget_note(config: StopConfig, history: list[dict], stopping: Stopping) -> 
     set_ = [f"{k}={getattr(config, k):g}" for k in budgets if getattr(config, k) is not None]
     flags = "/".join(budgets[k] for k in budgets if getattr(config, k) is not None)
     return (
-        f"stopped by the budget ({', '.join(set_)}) while {metric} was still improving (best {when}). "
+        f"{metric} was still improving (best {when}) when the budget ({', '.join(set_)}) ran out. "
         f"Fix: a larger budget ({flags}) may give a better model."
     )
