@@ -23,7 +23,8 @@ def probe(tmp_path, monkeypatch):
     marker = tmp_path / "imported"
     (tmp_path / f"{PROBE}.py").write_text(
         f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
-        "from torch import nn\ndef make(input_shape, n_outputs):\n    return nn.Linear(input_shape[0], n_outputs)\n"
+        "from torch import nn\n"
+        "def make(input_shape, n_outputs):\n    return nn.Linear(input_shape[0], n_outputs)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield marker
