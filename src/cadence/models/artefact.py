@@ -66,18 +66,29 @@ def save(path: str | Path, model: nn.Module, config: RunConfig, inputs: dict | N
     `inputs` is `describe_inputs(data)`; without it (a Run made by hand) only the weights and the model
     config are written, and `load` refuses to predict.
     """
-    from cadence import __version__
-
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "model": config.model.model_dump(mode="json"),
         "inputs": inputs,
-        "versions": {"cadence": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {
+            "cadence": _cadence_version(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={META_KEY: json.dumps(meta)})
     return Path(path)
+
+
+def _cadence_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cadence")  # the installed distribution's; no import of the package's top level
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def read_meta(path: str | Path) -> dict:
