@@ -322,8 +322,6 @@ class RunConfig(_Model):
     def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """Return a copy with dotted keys (`optimizer.lr`) replaced, checked like the original."""
         tree = self.model_dump(mode="python")
-        if "lr" not in self.optimizer.model_fields_set:  # a default lr follows a new strategy or optimizer
-            tree["optimizer"]["lr"] = None
         for dotted, value in overrides.items():
             node = tree
             *parents, leaf = str(dotted).split(".")
@@ -340,6 +338,8 @@ class RunConfig(_Model):
                     )
                 node = node[part]
             node[leaf] = value
+        if "lr" not in self.optimizer.model_fields_set and "optimizer.lr" not in overrides:
+            tree["optimizer"]["lr"] = None  # a default lr follows a new strategy or optimizer
         return build_config(tree)
 
 
