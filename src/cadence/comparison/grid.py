@@ -11,7 +11,15 @@ import math
 from dataclasses import dataclass
 
 from cadence.comparison.config import BudgetConfig, CompareConfig, StrategyChoice
-from cadence.config import DEFAULT_LRS, OptimizerConfig, RunConfig, ScheduleConfig, Strategy, build_config
+from cadence.config import (
+    DEFAULT_LRS,
+    OptimizerConfig,
+    RunConfig,
+    ScheduleConfig,
+    StopConfig,
+    Strategy,
+    build_config,
+)
 from cadence.engine.strategies import updates_per_epoch
 
 
@@ -117,6 +125,10 @@ def build_grid(base: RunConfig, cc: CompareConfig, n_train: int, threads: int | 
             tree["optimizer"] = {**opt.model_dump(mode="python"), "lr": lr}
             tree["schedule"] = sched.model_dump(mode="python")
             tree["stop"].update(budget_stop(cc.budget))
+            if base.stop.early_stopping_metric == StopConfig().early_stopping_metric:
+                # Runs compared under one budget all use it: the single-run default early stopping is off
+                # (set stop.early_stopping_metric to another metric to compare with early stopping).
+                tree["stop"]["early_stopping_metric"] = None
             tree["eval"]["every_updates"] = eval_every_updates(choice, batch, n_train, cc)
             tree["seed"] = seed
             if threads is not None:
