@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-# Debian packages: the Fashion-MNIST IDX files (tests train on them); chromium (the report test opens the HTML).
-SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium
+# Debian packages: the Fashion-MNIST IDX files (tests train on them); chromium (the report test opens the HTML);
+# jq (a README example pipes `cadence train --json` into it; tests/test_readme.py runs it).
+SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium jq
 STAMP := $(VENV)/.installed-$(subst =,-,$(subst <,,$(subst >,,$(TORCH))))
 
 .PHONY: demo test lint format bench system-deps clean venv

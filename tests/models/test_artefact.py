@@ -198,7 +198,7 @@ def test_a_factory_named_only_by_the_run_is_not_imported_without_trust(digits, t
 
 
 def test_an_ensemble_directory_loads_as_the_averaged_model(digits, tmp_path):
-    ens = cadence.train_ensemble(digits, members=2, model="mlp:8", max_epochs=1, threads=1)
+    ens = cadence.train_ensemble("mlp:8", digits, members=2, max_epochs=1, threads=1)
     model = cadence.load(ens.save(tmp_path / "ens"))
     raw = (digits.x_test * digits.std + digits.mean).numpy()
     with torch.no_grad():

@@ -71,7 +71,7 @@ def plan_run(
     else:
         base = load_config(config_file) if config_file else build_config()
         default_dir = None
-    cfg = base.with_overrides(overrides)
+    cfg = base.with_overrides(overrides, source="command-line flags")
     if (ckpt is not None or from_dir is not None) and config_file is None and "model.spec" not in overrides:
         source = f"checkpoint {ckpt.path}" if ckpt is not None else f"run {from_dir}"
         check_trusted(cfg.model.spec, source, trust_code)
