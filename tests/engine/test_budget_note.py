@@ -17,7 +17,7 @@ def test_budget_stop_with_patience_left_is_still_improving():
     stopping.bad_checks = 1
     note = budget_note(config, history("val_loss", [1.0, 0.8, 0.7, 0.75]), stopping)
     assert note.startswith("val_loss was still improving (best 1 evaluation before the end)")
-    assert "(max_epochs=5, max_seconds=600)" in note and "--epochs/--max-seconds" in note
+    assert "(max_epochs=5, max_seconds=600)" in note and "--max-epochs/--max-seconds" in note
 
 
 def test_no_note_when_patience_ran_out_or_without_a_trend():

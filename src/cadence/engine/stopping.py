@@ -107,7 +107,7 @@ def budget_note(config: StopConfig, history: list[dict], stopping: Stopping) -> 
         since = 0
     when = "at the last evaluation" if since == 0 else f"{since} evaluation{'s' * (since > 1)} before the end"
     budgets = {
-        "max_epochs": "--epochs",
+        "max_epochs": "--max-epochs",
         "max_updates": "--max-updates",
         "max_samples": "--max-samples",
         "max_seconds": "--max-seconds",
