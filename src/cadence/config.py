@@ -32,6 +32,49 @@ class Strategy(StrEnum):
     STREAM = "stream"
 
 
+# Default lr per strategy and optimizer, for standardized inputs; `optimizer.lr` unset (or null) means
+# this table's value, and `cadence compare` uses it for entries without an lr (comparison/grid.py).
+# mini-batch: measured by bench/defaults.py over six data sets (iris, digits, diabetes, make_classification,
+# make_moons, Fashion-MNIST) with the default early stopping: adam 1e-3 is within 1 point of scikit-learn's
+# MLP on all six, 3e-3 fell 1.4 points behind on digits. The other values: a 3x-spaced sweep on digits
+# (mlp:128,64, seeds 0-1) at 20 epochs (full-batch), 5 (mini-batch 64) and 2 (online), the best value, one
+# step lower where the best was the largest tried or next to a diverging one; online and full-batch adam
+# checked again with the default early stopping (bench/defaults.py --set strategy.name=...).
+DEFAULT_LRS: dict[Strategy, dict[str, float]] = {
+    Strategy.FULL_BATCH: {
+        "gd": 0.5,
+        "sgd": 0.5,
+        "momentum": 0.1,
+        "nesterov": 0.1,
+        "adagrad": 0.03,
+        "rmsprop": 0.003,
+        "adam": 0.01,
+        "adamw": 0.01,
+    },
+    Strategy.MINI_BATCH: {
+        "gd": 0.3,
+        "sgd": 0.3,
+        "momentum": 0.03,
+        "nesterov": 0.03,
+        "adagrad": 0.03,
+        "rmsprop": 0.001,
+        "adam": 0.001,
+        "adamw": 0.001,
+    },
+    Strategy.ONLINE: {
+        "gd": 0.01,
+        "sgd": 0.01,
+        "momentum": 0.001,
+        "nesterov": 0.001,
+        "adagrad": 0.01,
+        "rmsprop": 0.0003,
+        "adam": 0.0003,
+        "adamw": 0.0003,
+    },
+}
+DEFAULT_LRS[Strategy.STREAM] = DEFAULT_LRS[Strategy.ONLINE]  # stream is online learning
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -126,9 +169,11 @@ class OptimizerConfig(_Model):
     """Optimizer by name; hyperparameters keep torch.optim's names."""
 
     name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = Field(
-        "sgd", description="torch.optim optimizer by name"
+        "adam", description="torch.optim optimizer by name"
     )
-    lr: float = Field(0.01, gt=0.0, description="learning rate")
+    lr: float | None = Field(
+        None, gt=0.0, description="learning rate; default: per strategy and optimizer (adam mini-batch 1e-3)"
+    )
     momentum: float | None = Field(
         None, ge=0.0, lt=1.0, description="sgd/rmsprop: 0 unless set; momentum/nesterov: 0.9 unless set"
     )
@@ -200,15 +245,19 @@ class ScheduleConfig(_Model):
 class StopConfig(_Model):
     """Budgets and stop checks. Every run ends with one StopReason."""
 
-    max_epochs: int | None = Field(10, gt=0, description="budget: passes over the training set")
+    # Defaults measured by bench/defaults.py: early stopping on val_loss (patience 10, best weights restored)
+    # ends most runs; 200 epochs and 10 minutes cap the rest.
+    max_epochs: int | None = Field(200, gt=0, description="budget: passes over the training set")
     max_updates: int | None = Field(None, gt=0, description="budget: optimizer steps")
     max_samples: int | None = Field(None, gt=0, description="budget: training samples seen")
-    max_seconds: float | None = Field(None, gt=0, description="budget: wall-clock seconds")
+    max_seconds: float | None = Field(600.0, gt=0, description="budget: wall-clock seconds")
     tol: float | None = Field(None, ge=0.0, description="converged: relative improvement of smoothed loss < tol")
     convergence_patience: int = Field(3, gt=0, description="evaluations in a row below tol before converged")
     target_loss: float | None = Field(None, description="converged once the training loss is at or below this")
-    early_stopping_metric: str | None = Field(None, description="e.g. val_loss, val_accuracy")
-    early_stopping_patience: int = Field(5, gt=0, description="evaluations without improvement before stopping")
+    early_stopping_metric: str | None = Field(
+        "val_loss", description="e.g. val_loss, val_accuracy; none: no early stopping"
+    )
+    early_stopping_patience: int = Field(10, gt=0, description="evaluations without improvement before stopping")
     early_stopping_min_delta: float = Field(0.0, ge=0.0, description="least change that counts as an improvement")
     restore_best_weights: bool = Field(True, description="early-stopped runs end with the best weights seen")
     on_nonfinite: Literal["stop", "skip", "rollback"] = Field(
@@ -218,6 +267,11 @@ class StopConfig(_Model):
     )
     max_skips: int = Field(10, gt=0, description="non-finite updates in a row tolerated before diverged")
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="lr multiplier at each rollback")
+
+    @field_validator("early_stopping_metric")
+    @classmethod
+    def _none_turns_it_off(cls, v: str | None) -> str | None:
+        return None if v is not None and v.strip().lower() in ("none", "off", "") else v  # --early-stopping none
 
     @model_validator(mode="after")
     def _some_budget(self) -> StopConfig:
@@ -280,6 +334,18 @@ class RunConfig(_Model):
     threads: int | None = Field(None, gt=0, description="torch threads; default chosen per strategy")
 
     @model_validator(mode="after")
+    def _default_lr(self) -> RunConfig:
+        """An unset lr becomes the default of the strategy and optimizer. `lr` stays out of the optimizer's
+        fields_set, so `with_overrides` (another strategy or optimizer) picks that one's default again."""
+        opt = self.optimizer
+        if opt.lr is None:
+            lr = DEFAULT_LRS[self.strategy.name][opt.name]
+            fields = {**{k: getattr(opt, k) for k in type(opt).model_fields}, "lr": lr}
+            resolved = OptimizerConfig.model_construct(_fields_set=opt.model_fields_set - {"lr"}, **fields)
+            object.__setattr__(self, "optimizer", resolved)  # frozen model, still being validated
+        return self
+
+    @model_validator(mode="after")
     def _augment_needs_shared_scale(self) -> RunConfig:
         if self.augment.enabled and self.data.standardize == "feature":
             raise ValueError(
@@ -312,6 +378,8 @@ class RunConfig(_Model):
                     )
                 node = node[part]
             node[leaf] = value
+        if "lr" not in self.optimizer.model_fields_set and "optimizer.lr" not in overrides:
+            tree["optimizer"]["lr"] = None  # a default lr follows a new strategy or optimizer
         return build_config(tree, source=source)
 
 

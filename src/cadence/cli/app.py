@@ -130,6 +130,9 @@ def train(
     allow_changes: Annotated[
         bool, Opt("--allow-changes", help="let --resume continue with a changed config or data")
     ] = False,
+    trust_code: Annotated[
+        bool, Opt("--trust-code", help="let --resume/--from import the package.module:factory their run names")
+    ] = False,
     from_run: Annotated[
         Path | None, Opt("--from", help="start a new run from the weights of RUN_DIR (e.g. with new --data)")
     ] = None,
@@ -155,7 +158,9 @@ def train(
         from cadence.cli.run_plan import plan_run
 
         with _warnings_to_stderr():
-            plan = plan_run(config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep)
+            plan = plan_run(
+                config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep, trust_code
+            )
             if print_config:
                 print(_yaml(plan.config.model_dump(mode="json")), end="")
                 return
@@ -385,6 +390,9 @@ def _show_comparison(result, tree, advice, report, out: Path, as_json: bool, qui
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+from cadence.cli import use as _use  # noqa: E402,F401  registers predict, evaluate, export
 
 
 def main() -> None:
