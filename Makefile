@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-# Debian packages: the Fashion-MNIST IDX files (tests train on them); chromium (the report test opens the HTML).
-SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium
+# Debian packages: the Fashion-MNIST IDX files (tests train on them); chromium (the report test opens the HTML);
+# redis-server (the stream tests start their own on a free loopback port).
+SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium redis-server
 STAMP := $(VENV)/.installed-$(subst =,-,$(subst <,,$(subst >,,$(TORCH))))
 
 .PHONY: demo test lint format bench system-deps clean venv
