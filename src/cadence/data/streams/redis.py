@@ -83,7 +83,7 @@ class RedisSource:
         self.exhausted = False
         self.reconnects = 0
         self.trimmed = 0  # pending entries whose body was gone (XAUTOCLAIM drops them itself)
-        self._should_stop, self._log = should_stop, log
+        self.should_stop, self._log = should_stop, log
         self.r = connect(self.host, self.port)
         self._cursor = "0"  # "0": our own pending entries first (after a restart); then ">": new ones
         self._call(self._create_group)
@@ -101,7 +101,7 @@ class RedisSource:
                 if down_since is None:
                     down_since = time.monotonic()
                     self._log(f"redis {self.host}:{self.port} unreachable ({err}); retrying with back-off")
-                if self._should_stop():
+                if self.should_stop():
                     raise StreamError(
                         f"stopped while redis {self.host}:{self.port} was unreachable: {err}"
                     ) from None
@@ -135,7 +135,7 @@ class RedisSource:
             if holder is not None and holder.decode() == self.consumer:  # our own, from before a restart
                 self._call(self.r.pexpire, self.lease_key, ms)
                 break
-            if not wait or self._should_stop():
+            if not wait or self.should_stop():
                 return False
             if not announced:
                 self._log(
