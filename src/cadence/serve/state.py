@@ -24,6 +24,28 @@ if TYPE_CHECKING:
     from cadence.serve.learner import StreamLearner
 
 KIND = "cadence-stream"
+# Settings that say where and how the learner runs, not what it learns: a restart (or a standby taking
+# over under its own consumer name) may change them freely.
+OPERATIONAL = {
+    f"stream.{k}"
+    for k in (
+        "source",
+        "consumer",
+        "read_count",
+        "checkpoint_every_samples",
+        "checkpoint_seconds",
+        "keep_checkpoints",
+        "publish_seconds",
+        "publish_every_samples",
+        "keep_snapshots",
+        "record_every_samples",
+        "claim_idle_ms",
+        "lease_ms",
+        "idle_seconds",
+        "max_samples",
+        "ledger",
+    )
+} | {"threads"}
 HISTORY = "history.jsonl"
 
 
@@ -83,7 +105,11 @@ def restore(learner: StreamLearner, ckpt: checkpoint.Checkpoint, allow_changes: 
             f"{ckpt.path} is a checkpoint of `cadence train`, not of a stream learner. Fix: give `cadence stream` "
             "its own --out directory, or start from that run's weights with --from."
         )
-    changes = config_changes(meta["config"], s.config.model_dump(mode="json"))
+    changes = [
+        c
+        for c in config_changes(meta["config"], s.config.model_dump(mode="json"))
+        if c.split(":")[0] not in OPERATIONAL
+    ]
     if changes and not allow_changes:
         raise ConfigError(
             f"cannot continue the stream run in {s.run_dir}: the config differs from its checkpoint's: "
