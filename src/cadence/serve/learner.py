@@ -178,6 +178,9 @@ class StreamLearner:
             self._restore()
             if hasattr(self.source, "claim"):
                 self.source.claim()
+                # XAUTOCLAIM drops pending entries whose body was trimmed from the pending list itself.
+                self.counts["trimmed"] += self.source.trimmed
+                self.source.trimmed = 0
             self.engine = choose_engine(
                 self.model, self.optimizer, self.scheduler, self.config, self.x_buf, self.y_buf, self.task
             )

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import orjson
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cadence.data.streams.messages import Rejected
 from cadence.data.streams.source import Message
@@ -49,7 +51,11 @@ def parse_url(url: str) -> tuple[str, int, str]:
 
 
 def connect(host: str, port: int) -> redis.Redis:
-    return redis.Redis(host=host, port=port, socket_timeout=30, socket_connect_timeout=5, health_check_interval=0)
+    """A client without redis-py's own retries: RedisSource._call owns the back-off (logged, counted, and
+    interruptible by SIGTERM)."""
+    return redis.Redis(
+        host=host, port=port, socket_timeout=30, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+    )
 
 
 class RedisSource:
@@ -203,8 +209,12 @@ class RedisSource:
         MULTI/EXEC transaction: a crash leaves either all of it or none (then it is redelivered)."""
         if not rejected:
             return
+        tries = []
 
         def send() -> None:
+            if tries and not self._is_pending(rejected[0].id):
+                return  # the transaction went through before the connection broke: do not add them twice
+            tries.append(1)
             pipe = self.r.pipeline(transaction=True)
             for r in rejected:
                 fields = {
@@ -220,6 +230,9 @@ class RedisSource:
             pipe.execute()
 
         self._call(send)
+
+    def _is_pending(self, message_id: str) -> bool:
+        return bool(self.r.xpending_range(self.stream, self.group, message_id, message_id, 1))
 
     def dead_counts(self) -> dict[str, int]:
         """Dead letters of this stream by reason code (all consumers, all time)."""
