@@ -141,7 +141,8 @@ def _rows(body: bytes, n_features: int, max_rows: int) -> np.ndarray:
     if len(rows) > max_rows:
         raise HTTPException(413, f"{len(rows)} rows; at most {max_rows} per request")
     try:
-        x = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below
+            x = np.asarray(rows, dtype=np.float32)
     except (ValueError, TypeError):
         raise HTTPException(422, f"rows must be lists of {n_features} numbers each") from None
     if x.ndim != 2 or x.shape[1] != n_features:
