@@ -13,8 +13,8 @@ runner = CliRunner()
 
 def test_replay_then_stream_from_an_earlier_run(redis_server, stream_name, tmp_path):
     trained = tmp_path / "trained"
-    args = ["train", "--data", "digits", "--model", "mlp:16", "--epochs", "5", "--optimizer", "adam", "--lr", "0.01",
-            "--standardize", "global", "--quiet", "--out", str(trained)]  # fmt: skip
+    args = ["train", "--data", "digits", "--model", "mlp:16", "--epochs", "5", "--optimizer", "adam",
+            "--lr", "0.01", "--standardize", "global", "--quiet", "--out", str(trained)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     url = redis_server.url(stream_name)
