@@ -153,8 +153,8 @@ def test_a_replica_serves_and_reloads_what_the_learner_publishes(redis_server, s
 def test_the_quality_gate_keeps_the_served_snapshot_when_the_new_one_is_worse(redis_server, stream_name, tmp_path):
     x, y = load_raw("digits")
     replay(x, y, redis_server.url(stream_name), limit=3000, repeat=2, drift_at=1500)
-    learner = _learner(redis_server, stream_name, tmp_path / "run", publish_every_samples=100, gate_tolerance=0.02,
-                       window=200, drift={"detector": "none"})  # fmt: skip
+    learner = _learner(redis_server, stream_name, tmp_path / "run", publish_every_samples=400, gate_tolerance=0.02,
+                       window=200, read_count=50, drift={"detector": "none"})  # fmt: skip
     learner.run()
     # After the labels are permuted the learner's windowed accuracy collapses while the served snapshot's,
     # on the same samples, is as bad; so some publishes are held and some not.

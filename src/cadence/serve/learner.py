@@ -25,6 +25,7 @@ from torch import nn
 
 from cadence.config import RunConfig
 from cadence.data.streams import Rejected, Sample, Schema, Source, parse
+from cadence.data.streams.prefetch import Prefetcher
 from cadence.engine import checkpoint
 from cadence.errors import ConfigError, StreamError
 from cadence.metrics.streaming import Prequential, window_metric
@@ -40,6 +41,7 @@ from cadence.serve.snapshots import write as write_snapshot
 # Test hook: "PHASE:N" kills this process with SIGKILL the N-th time it reaches PHASE (read, trained,
 # checkpointed, acked), so the exactly-once tests crash at exact points of the protocol.
 CRASH_ENV = "CADENCE_STREAM_CRASH"
+GATE_EVERY = 4
 COUNTS = (
     "samples_trained",
     "samples_predicted_only",
@@ -116,7 +118,9 @@ class StreamLearner:
         self._slot_idx = [torch.tensor([i]) for i in range(self.capacity)]
         self._next_slot = 0
         self.metrics = Prequential(self.task, sc.window)
-        self.served_metrics = Prequential(self.task, sc.window)  # the served snapshot, on the same samples
+        self.served_metrics = Prequential(self.task, sc.window)  # the served snapshot, on the gate's samples
+        self.gate_metrics = Prequential(self.task, sc.window)  # the learner on those same samples
+        self._polls = 0
         self.drift = DriftDetector(sc.drift)
         self.store = store or SnapshotStore(self.run_dir / PUBLISHED, sc.keep_snapshots)
         self.counts: Counter = Counter({k: 0 for k in COUNTS})
@@ -201,24 +205,29 @@ class StreamLearner:
 
     def _loop(self) -> str:
         sc = self.sc
-        while True:
-            if self._signal is not None:
-                return f"stopped by {signal.Signals(self._signal).name}"
-            if sc.max_samples and self.counts["samples_trained"] >= sc.max_samples:
-                return f"trained max_samples={sc.max_samples}"
-            messages = self.source.read(sc.read_count, 100)
-            now = time.monotonic()
-            if messages:
-                self._idle_since = None
-                self._crash_point("read")
-                self._process(messages)
-            else:
-                if self.source.exhausted:
-                    return "the source ended"
-                self._idle_since = self._idle_since or now
-                if sc.idle_seconds and now - self._idle_since >= sc.idle_seconds:
-                    return f"no message for {sc.idle_seconds:g} s"
-            self._periodic(now)
+        reader = Prefetcher(self.source, sc.read_count)
+        try:
+            while True:
+                if self._signal is not None:
+                    return f"stopped by {signal.Signals(self._signal).name}"
+                if sc.max_samples and self.counts["samples_trained"] >= sc.max_samples:
+                    return f"trained max_samples={sc.max_samples}"
+                messages = reader.read()
+                now = time.monotonic()
+                if messages:
+                    self._idle_since = None
+                    self._crash_point("read")
+                    self._process(messages)
+                else:
+                    if reader.exhausted:
+                        return "the source ended"
+                    unreachable = getattr(self.source, "unreachable", False)  # an outage is not idleness
+                    self._idle_since = None if unreachable else (self._idle_since or now)
+                    if sc.idle_seconds and self._idle_since and now - self._idle_since >= sc.idle_seconds:
+                        return f"no message for {sc.idle_seconds:g} s"
+                self._periodic(now)
+        finally:
+            reader.close()
 
     def _periodic(self, now: float) -> None:
         sc, n = self.sc, self.counts["samples_trained"]
@@ -286,23 +295,28 @@ class StreamLearner:
 
     def _predict(self, fresh: list[tuple[str, Sample, bytes]]) -> None:
         """Put the samples into the buffer and score them with the weights of now (test before train)."""
-        center, scale = self.sc.center, self.sc.scale
+        start = self._next_slot
         slots, labelled = [], []
         for source_id, s, payload in fresh:
             slot = self._next_slot
             self._next_slot = (slot + 1) % self.capacity
-            self._x_np[slot] = s.x if center == 0.0 and scale == 1.0 else (s.x - center) / scale
+            self._x_np[slot] = s.x
             if s.y is not None:
                 self._y_np[slot] = s.y
-                labelled.append(len(slots))
+                labelled.append(slot)
             slots.append((slot, source_id, s.y is not None, payload))
+        self._scale_rows(start, len(fresh))
         losses = hits = np.zeros(0)
         if labelled:
-            idx = torch.tensor([slots[i][0] for i in labelled])
+            idx = torch.tensor(labelled)
             losses, hits = self._score(self.model, idx)
             served = self.store.current
-            if served is not None:
+            self._polls += 1
+            # The gate's comparison: the served snapshot and the learner on the same samples, one poll in
+            # GATE_EVERY (a second forward pass on every poll would cost a fifth of the throughput).
+            if served is not None and self._polls % GATE_EVERY == 0:
                 self.served_metrics.update(*self._score(served.model, idx))
+                self.gate_metrics.update(losses, hits)
         k = 0
         for slot, source_id, has_label, payload in slots:
             if has_label:
@@ -311,6 +325,18 @@ class StreamLearner:
                 k += 1
             else:
                 self._queue.append((slot, source_id, False, 0.0, 0.0, payload))
+
+    def _scale_rows(self, start: int, n: int) -> None:
+        """x' = (x - center) / scale on the n buffer rows from `start` (a ring: at most two slices)."""
+        center, scale = self.sc.center, self.sc.scale
+        if center == 0.0 and scale == 1.0:
+            return
+        end = start + n
+        for a, b in ((start, min(end, self.capacity)), (0, max(0, end - self.capacity))):
+            if b > a:
+                rows = self._x_np[a:b]
+                rows -= center
+                rows /= scale
 
     def _score(self, model: nn.Module, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample loss and hit (1/0 correct; |error| for regression) of `model` on buffer rows `idx`."""
@@ -443,15 +469,15 @@ class StreamLearner:
         self._last_publish_time = time.monotonic()
         self._last_publish_samples = self.counts["samples_trained"]
         name, higher = window_metric(self.task)
-        ours = self.metrics.values()[name]
         if not force and self.store.current is not None and self.served_metrics.n >= min(100, self.sc.window):
-            theirs = self.served_metrics.values()[name]
+            ours, theirs = self.gate_metrics.values()[name], self.served_metrics.values()[name]
             worse = theirs - ours if higher else ours - theirs
             if worse > self.sc.gate_tolerance:
                 self.counts["gate_held"] += 1
                 return False
         self.store.publish(self.model, self._snapshot_meta())
         self.served_metrics = Prequential(self.task, self.sc.window)
+        self.gate_metrics = Prequential(self.task, self.sc.window)
         self.counts["published"] += 1
         return True
 

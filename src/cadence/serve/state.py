@@ -81,6 +81,7 @@ def capture(learner: StreamLearner) -> tuple[dict, dict]:
         "scheduler": s.scheduler.state_dict(),
         "metrics": _tensors(s.metrics.state_dict()),
         "served_metrics": _tensors(s.served_metrics.state_dict()),
+        "gate_metrics": _tensors(s.gate_metrics.state_dict()),
         "drift": _tensors(s.drift.state_dict()),
         "rng": {
             "torch": torch.get_rng_state(),
@@ -126,6 +127,7 @@ def restore(learner: StreamLearner, ckpt: checkpoint.Checkpoint, allow_changes: 
         s.scheduler.load_state_dict(meta["scheduler"])
     s.metrics.load_state_dict(_arrays(meta["metrics"]))
     s.served_metrics.load_state_dict(_arrays(meta["served_metrics"]))
+    s.gate_metrics.load_state_dict(_arrays(meta["gate_metrics"]))
     s.drift.load_state_dict(_arrays(meta["drift"]))
     st = meta["stream"]
     s.counts.update(st["counts"])

@@ -35,10 +35,12 @@ def test_each_malformed_message_is_rejected_with_its_reason(payload, code, says)
     assert out.payload == payload and out.id == "7-0"
 
 
-def test_good_messages_become_samples_with_float32_features():
+def test_good_messages_become_samples_with_flat_features():
     out = parse(b'{"x": [[1, 2, 3]], "y": 2, "id": "order-9"}', SCHEMA, "7-0")
     assert isinstance(out, Sample) and out.id == "order-9" and out.y == 2
-    assert out.x.dtype == np.float32 and out.x.tolist() == [1.0, 2.0, 3.0]
+    assert out.x.tolist() == [1, 2, 3]  # integers stay integers: the learner's float32 buffer converts them
+    floats = parse(b'{"x": [0.5, 1, 2.25], "y": 0}', SCHEMA, "7-1")
+    assert floats.x.dtype == np.float32 and floats.x.tolist() == [0.5, 1.0, 2.25]
     unlabelled = parse(b'{"x": [1, 2, 3]}', SCHEMA, "8-0")
     assert unlabelled.y is None and unlabelled.id == "8-0"
 

@@ -31,7 +31,8 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One checked message: its id, the features (float32, flat), and the label (None: predict only)."""
+    """One checked message: its id, the features (flat; float32, or integers), and the label (None: predict
+    only)."""
 
     id: str
     x: np.ndarray
@@ -106,12 +107,14 @@ def parse(payload: bytes, schema: Schema, source_id: str) -> Sample | Rejected:
         return bad(f"wrong-dtype: {schema.x_field!r} holds {_kind(x)}, expected {schema.n_features} numbers")
     if x.size != schema.n_features:
         return bad(f"wrong-shape: {schema.x_field!r} has shape {x.shape}, expected {schema.n_features} numbers")
-    with np.errstate(over="ignore"):  # an overflow is the non-finite check's to report
-        x = x.reshape(-1).astype(np.float32)
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        return bad(
-            f"non-finite: {schema.x_field!r} has NaN/inf after conversion to float32 (|x| > {_F32_MAX:.3g})"
-        )
+    x = x.reshape(-1)
+    if x.dtype.kind == "f":  # integers (pixels, counts) are finite and within float32's range as they are
+        with np.errstate(over="ignore"):  # an overflow is the non-finite check's to report
+            x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            return bad(
+                f"non-finite: {schema.x_field!r} has NaN/inf after conversion to float32 (|x| > {_F32_MAX:.3g})"
+            )
     sample_id = msg.get(schema.id_field, source_id)
     y = msg.get(schema.y_field)
     if y is None:

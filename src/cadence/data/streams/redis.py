@@ -88,6 +88,7 @@ class RedisSource:
         self.claim_idle_ms = claim_idle_ms
         self.exhausted = False
         self.reconnects = 0
+        self.unreachable = False  # in an outage right now (the learner's idle clock does not run then)
         self.trimmed = 0  # pending entries whose body was gone (XAUTOCLAIM drops them itself)
         self.should_stop, self._log = should_stop, log
         self.r = connect(self.host, self.port)
@@ -104,6 +105,7 @@ class RedisSource:
             try:
                 out = fn(*args, **kwargs)
             except _OUTAGE as err:
+                self.unreachable = True
                 if down_since is None:
                     down_since = time.monotonic()
                     self._log(f"redis {self.host}:{self.port} unreachable ({err}); retrying with back-off")
@@ -115,6 +117,7 @@ class RedisSource:
                 delay = min(delay * 2, 5.0)
                 continue
             if down_since is not None:
+                self.unreachable = False
                 self.reconnects += 1
                 self._log(
                     f"redis {self.host}:{self.port} reachable again after {time.monotonic() - down_since:.1f} s"
@@ -185,9 +188,15 @@ class RedisSource:
 
     def read(self, count: int, block_ms: int) -> list[Message]:
         if self._cursor == ">":
+            before = self.reconnects
             reply = self._call(
                 self.r.xreadgroup, self.group, self.consumer, {self.stream: ">"}, count, block_ms or None
             )
+            if self.reconnects != before:
+                # The connection broke during a read: Redis may have delivered entries whose reply was lost.
+                # They are in our pending list, ahead of this reply's: read that list again, in order.
+                self._cursor = "0"
+                return self.read(count, block_ms)
             return [Message(_s(i), _body(f)) for i, f in _entries(reply)]
         reply = self._call(self.r.xreadgroup, self.group, self.consumer, {self.stream: self._cursor}, count)
         entries = _entries(reply)
