@@ -16,16 +16,16 @@ from cadence.data.streams import JsonlSource
 from cadence.data.streams.redis import RedisSource
 from cadence.data.streams.replay import MALFORMED, load_raw, replay
 from cadence.engine import checkpoint
-from cadence.errors import ConfigError
+from cadence.errors import ConfigError, StreamError
 from cadence.serve.learner import StreamLearner
 from tests.redis_server import RedisServer
 
 DIGITS = {"n_features": 64, "n_classes": 10, "center": 8.0, "scale": 6.0}
 
 
-def _config(model: str = "logreg", **stream):
+def _config(model: str = "logreg", lr: float = 0.05, **stream):
     settings = {"checkpoint_seconds": None, "publish_seconds": None, "idle_seconds": 0.3, **DIGITS, **stream}
-    return build_config({"model": {"spec": model}, "optimizer": {"lr": 0.05}, "stream": settings})
+    return build_config({"model": {"spec": model}, "optimizer": {"lr": lr}, "stream": settings})
 
 
 def _quiet(line: str) -> None:
@@ -202,3 +202,71 @@ def test_prediction_only_messages_are_scored_nowhere_and_acked(redis_server, str
     assert learner.counts["samples_predicted_only"] == 30 and learner.counts["samples_trained"] == 0
     assert np.isnan(learner.metrics.values()["accuracy"])
     assert r.xpending(stream_name, "cadence")["pending"] == 0
+
+
+def test_a_message_failing_in_training_is_retried_then_dead_lettered(
+    redis_server, stream_name, tmp_path, digits_raw
+):
+    x, y = digits_raw
+    r = redis_server.client()
+    r.xgroup_create(stream_name, "cadence", id="0", mkstream=True)
+    # One delivered 3 times already without reaching a checkpoint (did it crash the learner each time?) ...
+    crasher = r.xadd(stream_name, {"data": orjson.dumps({"x": x[0].tolist(), "y": 1.0})}).decode()
+    r.xreadgroup("cadence", "learner", {stream_name: ">"}, count=1)
+    for _ in range(2):
+        r.xclaim(stream_name, "cadence", "learner", 0, [crasher])  # each a delivery more
+    # ... and one whose loss overflows: finite features, but the squared error of their output is not.
+    # (Regression: the digit's value is the target.)
+    replay(x, y.astype(float), redis_server.url(stream_name), limit=50)
+    poison = r.xadd(stream_name, {"data": orjson.dumps({"x": [3e38] * 64, "y": 3.0})}).decode()
+    replay(x, y.astype(float), redis_server.url(stream_name), limit=50)
+    cfg = _config(task="regression", n_classes=None, lr=0.001)
+    learner = StreamLearner(cfg, RedisSource(redis_server.url(stream_name)), tmp_path / "r", log=_quiet)
+    learner.run()
+    dead = {fields[b"id"].decode(): fields[b"reason"].decode() for _, fields in r.xrange(f"{stream_name}:dead")}
+    assert set(dead) == {poison, crasher}
+    assert dead[poison].startswith("training-failed: non-finite loss or gradient in 3 tries")
+    assert dead[crasher].startswith("training-failed: delivered 4 times")
+    assert learner.counts["training_retries"] == 3
+    assert learner.counts["samples_trained"] == 100  # the rest were all trained
+    assert r.xpending(stream_name, "cadence")["pending"] == 0
+
+
+def test_micro_batches_of_what_arrived_train_fewer_larger_updates(redis_server, stream_name, tmp_path, digits_raw):
+    x, y = digits_raw
+    replay(x, y, redis_server.url(stream_name), limit=1797)
+    cfg = _config(model="mlp:32", batch_size=8, read_count=64)
+    learner = StreamLearner(cfg, RedisSource(redis_server.url(stream_name)), tmp_path / "run", log=_quiet)
+    learner.run()
+    assert learner.engine.name == "batch"
+    assert learner.counts["samples_trained"] == 1797
+    assert learner.counts["updates"] <= 1797 // 8 + 1797 // 64 + 1  # 8 per update, a partial one per poll
+    assert learner.metrics.values()["window_accuracy"] > 0.8  # measured 0.94
+
+
+@pytest.mark.parametrize("reaction", ["reset-optimizer", "snapshot"])
+def test_drift_reactions(redis_server, stream_name, tmp_path, digits_raw, reaction):
+    x, y = digits_raw
+    replay(x, y, redis_server.url(stream_name), limit=2500, repeat=2, drift_at=1797)
+    cfg = _config(model="mlp:32", drift={"detector": "adwin", "reaction": reaction, "lr_factor": 2.0})
+    learner = StreamLearner(cfg, RedisSource(redis_server.url(stream_name)), tmp_path / "run", log=_quiet)
+    learner.run()
+    n = learner.counts["drift_events"]
+    assert n >= 1
+    if reaction == "reset-optimizer":
+        assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 2**n)
+    else:
+        assert len(list((tmp_path / "run" / "drift").glob("snapshot-*.safetensors"))) == n
+
+
+def test_a_model_that_diverged_stops_the_learner_instead_of_dead_lettering_the_stream(
+    redis_server, stream_name, tmp_path, digits_raw
+):
+    x, y = digits_raw
+    replay(x, y, redis_server.url(stream_name), limit=500)
+    cfg = _config(model="mlp:16").with_overrides({"optimizer.lr": 1e30})  # every update overflows
+    learner = StreamLearner(cfg, RedisSource(redis_server.url(stream_name)), tmp_path / "run", log=_quiet)
+    with pytest.raises(StreamError, match=r"diverged: 10 messages in a row .* Fix: lower the learning rate"):
+        learner.run()
+    assert learner.counts["dead_letters"] == 10
+    assert redis_server.client().xpending(stream_name, "cadence")["pending"] > 0  # the rest wait for a fix

@@ -134,6 +134,7 @@ class StreamLearner:
         self._queue: deque = deque()  # (slot, id, labelled, loss, hit, payload): predicted, not yet trained
         self._queued_labelled = 0
         self._unacked: list[str] = []
+        self._failed_in_a_row = 0
         self._train_losses: list[torch.Tensor] = []
         self._signal: int | None = None
         self._crash = _crash_points()
@@ -410,7 +411,23 @@ class StreamLearner:
                     self._dead_letter([Rejected(it[1], why, it[5]) for it in groups[i]])
                     failed.update(it[1] for it in groups[i])
                     i, tries = i + 1, 0
+                    self._failed_in_a_row += 1
+                    self._check_diverged()
+            elif applied.n:
+                self._failed_in_a_row = 0
         return failed
+
+    def _check_diverged(self) -> None:
+        """Many messages in a row failing in training means the model, not the messages, is broken: stop
+        (without a checkpoint) rather than dead-letter the whole stream."""
+        limit = self.config.stop.max_skips
+        if self._failed_in_a_row >= limit:
+            raise StreamError(
+                f"diverged: {self._failed_in_a_row} messages in a row (stop.max_skips) gave a non-finite loss or "
+                f"gradient; they are dead-lettered, later ones stay pending, the weights of the last checkpoint "
+                f"in {self.run_dir} are the last good ones. Fix: lower the learning rate or clip gradients, then "
+                "rerun the same command."
+            )
 
     # --- drift, records, publishing, checkpoints ------------------------------------------------------
 
