@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cadence.config import RunConfig
@@ -28,12 +27,14 @@ from cadence.data.streams import Rejected, Sample, Schema, Source, parse
 from cadence.data.streams.prefetch import Prefetcher
 from cadence.engine import checkpoint
 from cadence.errors import ConfigError, StreamError
-from cadence.metrics.streaming import Prequential, window_metric
+from cadence.metrics.streaming import Prequential
 from cadence.models import build_model
 from cadence.optim import build_optimizer, build_schedule
 from cadence.serve import state as saved
+from cadence.serve.buffer import ResidentBuffer
 from cadence.serve.drift import DriftDetector
 from cadence.serve.engines import choose_engine
+from cadence.serve.gate import Gate
 from cadence.serve.snapshots import DIRNAME as PUBLISHED
 from cadence.serve.snapshots import SnapshotStore, freeze
 from cadence.serve.snapshots import write as write_snapshot
@@ -41,7 +42,6 @@ from cadence.serve.snapshots import write as write_snapshot
 # Test hook: "PHASE:N" kills this process with SIGKILL the N-th time it reaches PHASE (read, trained,
 # checkpointed, acked), so the exactly-once tests crash at exact points of the protocol.
 CRASH_ENV = "CADENCE_STREAM_CRASH"
-GATE_EVERY = 4
 COUNTS = (
     "samples_trained",
     "samples_predicted_only",
@@ -109,18 +109,11 @@ class StreamLearner:
         self.optimizer = build_optimizer(self.model.parameters(), config.optimizer)
         self.scheduler = build_schedule(self.optimizer, config.schedule, 1, None)
         # The resident buffer the engine's updates index into: never reallocated while the engine lives.
-        self.capacity = sc.read_count + sc.label_delay + sc.batch_size
-        self.x_buf = torch.zeros(self.capacity, self.n_features)
-        self.y_buf = torch.zeros(
-            self.capacity, dtype=torch.int64 if self.task == "classification" else torch.float32
-        )
-        self._x_np, self._y_np = self.x_buf.numpy(), self.y_buf.numpy()
-        self._slot_idx = [torch.tensor([i]) for i in range(self.capacity)]
-        self._next_slot = 0
+        # The resident buffer the engine's updates index into: room for a poll, the label delay and a batch.
+        capacity = sc.read_count + sc.label_delay + sc.batch_size
+        self.buffer = ResidentBuffer(capacity, self.n_features, self.task, sc.center, sc.scale)
         self.metrics = Prequential(self.task, sc.window)
-        self.served_metrics = Prequential(self.task, sc.window)  # the served snapshot, on the gate's samples
-        self.gate_metrics = Prequential(self.task, sc.window)  # the learner on those same samples
-        self._polls = 0
+        self.gate = Gate(self.task, sc.window, sc.gate_tolerance)
         self.drift = DriftDetector(sc.drift)
         self.store = store or SnapshotStore(self.run_dir / PUBLISHED, sc.keep_snapshots)
         self.counts: Counter = Counter({k: 0 for k in COUNTS})
@@ -187,7 +180,7 @@ class StreamLearner:
                 self.counts["trimmed"] += self.source.trimmed
                 self.source.trimmed = 0
             self.engine = choose_engine(
-                self.model, self.optimizer, self.scheduler, self.config, self.x_buf, self.y_buf, self.task
+                self.model, self.optimizer, self.scheduler, self.config, self.buffer.x, self.buffer.y, self.task
             )
             self.log(f"learning from {self.source.name} with the {self.engine.name} engine into {self.run_dir}")
             if self.counts["samples_trained"] and self.store.current is None:
@@ -296,61 +289,23 @@ class StreamLearner:
 
     def _predict(self, fresh: list[tuple[str, Sample, bytes]]) -> None:
         """Put the samples into the buffer and score them with the weights of now (test before train)."""
-        start = self._next_slot
-        slots, labelled = [], []
-        for source_id, s, payload in fresh:
-            slot = self._next_slot
-            self._next_slot = (slot + 1) % self.capacity
-            self._x_np[slot] = s.x
-            if s.y is not None:
-                self._y_np[slot] = s.y
-                labelled.append(slot)
-            slots.append((slot, source_id, s.y is not None, payload))
-        self._scale_rows(start, len(fresh))
+        rows = self.buffer.put([s for _, s, _ in fresh])
+        labelled = [row for row, (_, s, _) in zip(rows, fresh, strict=True) if s.y is not None]
         losses = hits = np.zeros(0)
         if labelled:
             idx = torch.tensor(labelled)
-            losses, hits = self._score(self.model, idx)
+            losses, hits = self.buffer.score(self.model, idx)
             served = self.store.current
-            self._polls += 1
-            # The gate's comparison: the served snapshot and the learner on the same samples, one poll in
-            # GATE_EVERY (a second forward pass on every poll would cost a fifth of the throughput).
-            if served is not None and self._polls % GATE_EVERY == 0:
-                self.served_metrics.update(*self._score(served.model, idx))
-                self.gate_metrics.update(losses, hits)
+            if served is not None and self.gate.due():
+                self.gate.observe(self.buffer.score(served.model, idx), (losses, hits))
         k = 0
-        for slot, source_id, has_label, payload in slots:
-            if has_label:
-                self._queue.append((slot, source_id, True, losses[k], hits[k], payload))
+        for row, (source_id, s, payload) in zip(rows, fresh, strict=True):
+            if s.y is not None:
+                self._queue.append((row, source_id, True, losses[k], hits[k], payload))
                 self._queued_labelled += 1
                 k += 1
             else:
-                self._queue.append((slot, source_id, False, 0.0, 0.0, payload))
-
-    def _scale_rows(self, start: int, n: int) -> None:
-        """x' = (x - center) / scale on the n buffer rows from `start` (a ring: at most two slices)."""
-        center, scale = self.sc.center, self.sc.scale
-        if center == 0.0 and scale == 1.0:
-            return
-        end = start + n
-        for a, b in ((start, min(end, self.capacity)), (0, max(0, end - self.capacity))):
-            if b > a:
-                rows = self._x_np[a:b]
-                rows -= center
-                rows /= scale
-
-    def _score(self, model: nn.Module, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Per-sample loss and hit (1/0 correct; |error| for regression) of `model` on buffer rows `idx`."""
-        was = model.training
-        with torch.no_grad():
-            out = model.eval()(self.x_buf[idx])
-        model.train(was)
-        y = self.y_buf[idx]
-        if self.task == "classification":
-            loss = F.cross_entropy(out, y, reduction="none")
-            return loss.numpy().astype(np.float64), (out.argmax(1) == y).numpy().astype(np.float64)
-        err = out.reshape(-1) - y
-        return (err * err).numpy().astype(np.float64), err.abs().numpy().astype(np.float64)
+                self._queue.append((row, source_id, False, 0.0, 0.0, payload))
 
     def _train_ready(self, flush: bool = False) -> None:
         """Train, in order, every queued sample whose label is due (`label_delay` later ones have arrived)."""
@@ -390,7 +345,7 @@ class StreamLearner:
         groups = [items[i : i + k] for i in range(0, len(items), k)]
         updates = [
             Update(
-                (self._slot_idx[g[0][0]] if k == 1 else torch.tensor([it[0] for it in g]),), len(g), 0, 0, False
+                (self.buffer.one[g[0][0]] if k == 1 else torch.tensor([it[0] for it in g]),), len(g), 0, 0, False
             )
             for g in groups
         ]
@@ -442,7 +397,7 @@ class StreamLearner:
                 self.scheduler.scale(self.sc.drift.lr_factor)
             # The kernel holds pointers to the old optimizer state: a new engine binds the new one.
             self.engine = choose_engine(
-                self.model, self.optimizer, self.scheduler, self.config, self.x_buf, self.y_buf, self.task
+                self.model, self.optimizer, self.scheduler, self.config, self.buffer.x, self.buffer.y, self.task
             )
         elif reaction == "snapshot":
             snap = freeze(self.model, at_sample, self._snapshot_meta())
@@ -483,18 +438,16 @@ class StreamLearner:
     def _publish(self, force: bool = False) -> bool:
         """Publish the model to serving unless the quality gate holds it: its windowed metric must not be
         worse than the served snapshot's on the same recent samples by more than gate_tolerance."""
+        verdict = "publish" if force or self.store.current is None else self.gate.verdict()
+        if verdict == "wait":  # too few samples compared yet: ask again after the next poll
+            return False
         self._last_publish_time = time.monotonic()
         self._last_publish_samples = self.counts["samples_trained"]
-        name, higher = window_metric(self.task)
-        if not force and self.store.current is not None and self.served_metrics.n >= min(100, self.sc.window):
-            ours, theirs = self.gate_metrics.values()[name], self.served_metrics.values()[name]
-            worse = theirs - ours if higher else ours - theirs
-            if worse > self.sc.gate_tolerance:
-                self.counts["gate_held"] += 1
-                return False
+        if verdict == "hold":
+            self.counts["gate_held"] += 1
+            return False
         self.store.publish(self.model, self._snapshot_meta())
-        self.served_metrics = Prequential(self.task, self.sc.window)
-        self.gate_metrics = Prequential(self.task, self.sc.window)
+        self.gate.reset()
         self.counts["published"] += 1
         return True
 

@@ -1,6 +1,6 @@
 """What a stream learner's checkpoint holds and how a learner is put back from one, exactly.
 
-Weights, optimizer and schedule state, RNG states, prequential metrics (its own and the served snapshot's),
+Weights, optimizer and schedule state, RNG states, prequential metrics (its own, and the quality gate's),
 the drift detector's memory, counters, the ledger, how much of history.jsonl belongs to the checkpoint,
 and the last trained message id. engine/checkpoint.py owns the file format.
 """
@@ -80,8 +80,7 @@ def capture(learner: StreamLearner) -> tuple[dict, dict]:
         "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(),
         "metrics": _tensors(s.metrics.state_dict()),
-        "served_metrics": _tensors(s.served_metrics.state_dict()),
-        "gate_metrics": _tensors(s.gate_metrics.state_dict()),
+        "gate": {k: _tensors(v) if isinstance(v, dict) else v for k, v in s.gate.state_dict().items()},
         "drift": _tensors(s.drift.state_dict()),
         "rng": {
             "torch": torch.get_rng_state(),
@@ -126,8 +125,7 @@ def restore(learner: StreamLearner, ckpt: checkpoint.Checkpoint, allow_changes: 
         s.optimizer.load_state_dict(meta["optimizer"])
         s.scheduler.load_state_dict(meta["scheduler"])
     s.metrics.load_state_dict(_arrays(meta["metrics"]))
-    s.served_metrics.load_state_dict(_arrays(meta["served_metrics"]))
-    s.gate_metrics.load_state_dict(_arrays(meta["gate_metrics"]))
+    s.gate.load_state_dict({k: _arrays(v) if isinstance(v, dict) else v for k, v in meta["gate"].items()})
     s.drift.load_state_dict(_arrays(meta["drift"]))
     st = meta["stream"]
     s.counts.update(st["counts"])
