@@ -121,6 +121,7 @@ class StreamLearner:
         self.last_id: str | None = None  # the last message whose effect is in the weights
         self.last_pos: tuple | None = None
         self.ckpt_pos: tuple | None = None  # the last message whose effect is in a durable checkpoint
+        self.seen_pos: tuple | None = None  # the last message this run has taken in (trained, queued, dead)
         self.ledger: list[str] = []
         self.history_bytes = 0
         self._history: list[dict] = []  # records since the last checkpoint (written with it)
@@ -128,6 +129,7 @@ class StreamLearner:
         self._queued_labelled = 0
         self._unacked: list[str] = []
         self._failed_in_a_row = 0
+        self._lease = False
         self._train_losses: list[torch.Tensor] = []
         self._signal: int | None = None
         self._crash = _crash_points()
@@ -171,8 +173,10 @@ class StreamLearner:
         try:
             if hasattr(self.source, "should_stop"):
                 self.source.should_stop = lambda: self._signal is not None
-            if hasattr(self.source, "acquire_lease") and not self.source.acquire_lease(self.sc.lease_ms):
-                return "stopped while standing by"
+            if hasattr(self.source, "acquire_lease"):
+                if not self.source.acquire_lease(self.sc.lease_ms):
+                    return "stopped while standing by"
+                self._lease = True
             self._restore()
             if hasattr(self.source, "claim"):
                 self.source.claim()
@@ -186,7 +190,6 @@ class StreamLearner:
             if self.counts["samples_trained"] and self.store.current is None:
                 self._publish(force=True)
             reason = self._loop()
-            self._train_ready(flush=False)
             self._checkpoint()
             self.stopped_because = reason
             return reason
@@ -194,7 +197,7 @@ class StreamLearner:
             torch.set_num_threads(threads)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if hasattr(self.source, "release_lease") and self.stopped_because:
+            if self._lease:  # a standby may take over at once (unless the lease was lost: then it is not ours)
                 self.source.release_lease()
 
     def _loop(self) -> str:
@@ -239,6 +242,7 @@ class StreamLearner:
         if hasattr(self.source, "renew_lease") and now - self._last_renew >= sc.lease_ms / 3000:
             self._last_renew = now
             if not self.source.renew_lease(sc.lease_ms):
+                self._lease = False
                 raise StreamError(
                     f"another learner took over consumer group {sc.group!r} (this one's lease expired); stopping "
                     "without a checkpoint. Fix: give the learner a longer stream.lease_ms if it stalls."
@@ -252,11 +256,13 @@ class StreamLearner:
         for m in messages:
             pos = position(m.id)
             if self.ckpt_pos is not None and pos <= self.ckpt_pos:
-                ack_now.append(m.id)  # its effect is already in the checkpoint we restored
+                ack_now.append(m.id)  # its effect is already in a durable checkpoint
                 self.counts["acked_without_training"] += 1
-            elif self.last_pos is not None and pos <= self.last_pos:
-                continue  # trained since the last checkpoint; acked with the next one
-            elif m.payload is None:
+                continue
+            if self.seen_pos is not None and pos <= self.seen_pos:
+                continue  # redelivered (a reconnect, a claim) while trained, queued or dead-lettered already
+            self.seen_pos = pos
+            if m.payload is None:
                 ack_now.append(m.id)
                 self.counts["trimmed"] += 1
             elif m.deliveries > self.sc.max_deliveries:
@@ -307,10 +313,10 @@ class StreamLearner:
             else:
                 self._queue.append((row, source_id, False, 0.0, 0.0, payload))
 
-    def _train_ready(self, flush: bool = False) -> None:
+    def _train_ready(self) -> None:
         """Train, in order, every queued sample whose label is due (`label_delay` later ones have arrived)."""
         ready = []
-        while self._queue and (self._queued_labelled > self.sc.label_delay or not self._queue[0][2] or flush):
+        while self._queue and (self._queued_labelled > self.sc.label_delay or not self._queue[0][2]):
             item = self._queue.popleft()
             self._queued_labelled -= item[2]
             ready.append(item)
@@ -370,6 +376,7 @@ class StreamLearner:
                     self._check_diverged()
             elif applied.n:
                 self._failed_in_a_row = 0
+        self._lease = False
         return failed
 
     def _check_diverged(self) -> None:
@@ -476,7 +483,7 @@ class StreamLearner:
         if ckpt is None:
             return
         saved.restore(self, ckpt, self.allow_changes)
-        self.ckpt_pos = self.last_pos
+        self.ckpt_pos = self.seen_pos = self.last_pos
         self._last_record_samples = self._last_publish_samples = self._last_ckpt_samples = self.counts[
             "samples_trained"
         ]
