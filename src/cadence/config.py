@@ -252,6 +252,9 @@ class StreamConfig(_Model):
     scale: float = Field(1.0, gt=0.0)
     batch_size: int = Field(1, gt=0, description="1: one update per sample; k: micro-batches of what arrived")
     read_count: int = Field(256, gt=0, description="messages read per poll")
+    parse_workers: int = Field(
+        1, ge=0, le=1, description="1: check and parse messages in a worker process while training; 0: inline"
+    )
     label_delay: int = Field(0, ge=0, description="train each sample only after this many later ones arrived")
     window: int = Field(1000, gt=0, description="samples in the sliding-window metrics")
     checkpoint_every_samples: int | None = Field(5000, gt=0)

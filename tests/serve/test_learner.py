@@ -174,7 +174,8 @@ def test_jsonl_source_restart_continues_after_the_checkpointed_line(tmp_path, di
     first.run()
     last = int(checkpoint.latest(checkpoint.checkpoints_dir(run_dir)).meta["stream"]["last_id"])
     again = JsonlSource(path, start_after=last, dead_path=tmp_path / "dead.jsonl")
-    StreamLearner(cfg.with_overrides({"stream.max_samples": None}), again, run_dir, log=_quiet).run()
+    reason = StreamLearner(cfg.with_overrides({"stream.max_samples": None}), again, run_dir, log=_quiet).run()
+    assert reason == "the source ended"  # a file without --follow ends
     ledger = checkpoint.latest(checkpoint.checkpoints_dir(run_dir)).meta["stream"]["ledger"]
     assert ledger == [str(n) for n in range(1, 402) if n != 101]  # line numbers; line 101 is the bad one
     dead = (tmp_path / "dead.jsonl").read_bytes().splitlines()

@@ -202,7 +202,7 @@ class StreamLearner:
 
     def _loop(self) -> str:
         sc = self.sc
-        reader = Prefetcher(self.source, sc.read_count)
+        reader = Prefetcher(self.source, sc.read_count, schema=self.schema, workers=sc.parse_workers)
         try:
             while True:
                 if self._signal is not None:
@@ -275,7 +275,7 @@ class StreamLearner:
                     )
                 )
             else:
-                s = parse(m.payload, self.schema, m.id)
+                s = m.parsed if m.parsed is not None else parse(m.payload, self.schema, m.id)
                 if isinstance(s, Rejected):
                     dead.append(s)
                 else:

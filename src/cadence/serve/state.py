@@ -32,6 +32,7 @@ OPERATIONAL = {
         "source",
         "consumer",
         "read_count",
+        "parse_workers",
         "checkpoint_every_samples",
         "checkpoint_seconds",
         "keep_checkpoints",

@@ -1,33 +1,118 @@
-"""Reading ahead: a thread that polls a Source while the learner trains, so waiting on the network and
-parsing replies overlap with training. At most `depth` polls are held; what is read ahead but not yet
-processed when the learner stops stays unacknowledged, and is delivered again to the next run."""
+"""Reading ahead: a thread polls a Source while the learner trains, and a worker process checks and parses
+the messages (JSON to float32 rows) meanwhile, so waiting on the network and parsing overlap with training.
+
+At most `depth` polls are held. What is read ahead but not processed when the learner stops stays
+unacknowledged and is delivered again to the next run. The worker only parses: it never talks to the
+source, so a learner killed with SIGKILL leaves no reader behind (the worker ends at the pipe's EOF).
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
 
+import numpy as np
+
+from cadence.data.streams.messages import Rejected, Sample, Schema, parse
 from cadence.data.streams.source import Message, Source
+
+_END = object()  # put after the last poll of a finite source
+
+
+def parse_batch(payloads: list[bytes | None], ids: list[str], schema: Schema) -> tuple:
+    """Check and parse a poll: (features of the good ones as one float32 block, [per message: None for a
+    missing body, a reason string for a rejected one, or (sample id, label) for a good one])."""
+    rows, out = [], []
+    for payload, source_id in zip(payloads, ids, strict=True):
+        if payload is None:
+            out.append(None)
+            continue
+        s = parse(payload, schema, source_id)
+        if isinstance(s, Rejected):
+            out.append(s.reason)
+        else:
+            rows.append(s.x)
+            out.append((s.id, s.y))
+    block = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, schema.n_features), np.float32)
+    return block, out
+
+
+def _worker(conn, learner_end, schema: Schema) -> None:
+    """Parse polls sent over `conn` until it closes (the learner ended, or was killed)."""
+    learner_end.close()  # the forked copy of the learner's end: else closing that end would not end this loop
+    try:
+        while True:
+            payloads, ids = conn.recv()
+            conn.send(parse_batch(payloads, ids, schema))
+    except (EOFError, OSError, KeyboardInterrupt):
+        return
 
 
 class Prefetcher:
-    """`read()` hands out the polls a background thread made of `source.read(count, block_ms)`, in order."""
+    """`read()` hands out the polls a background thread made of `source.read(count, block_ms)`, in order,
+    each message with its check already done (`Message.parsed`) when a `schema` is given.
 
-    def __init__(self, source: Source, count: int, block_ms: int = 100, depth: int = 2):
-        self.source, self.count, self.block_ms = source, count, block_ms
+    Args:
+        workers: 1 parses in a forked worker process (the learner's thread then only trains); 0 parses
+            in the reading thread.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        count: int,
+        block_ms: int = 100,
+        depth: int = 2,
+        schema: Schema | None = None,
+        workers: int = 1,
+    ):
+        self.source, self.count, self.block_ms, self.schema = source, count, block_ms, schema
         self._polls: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._done = False
+        self._conn = self._proc = None
+        if schema is not None and workers > 0:
+            # fork: the worker needs nothing but numpy and orjson, already imported; no second torch import.
+            ctx = multiprocessing.get_context("fork")
+            self._conn, child = ctx.Pipe()
+            self._proc = ctx.Process(
+                target=_worker, args=(child, self._conn, schema), name="cadence-parse", daemon=True
+            )
+            self._proc.start()
+            child.close()
         self._thread = threading.Thread(target=self._run, name="cadence-prefetch", daemon=True)
         self._thread.start()
+
+    def _parsed(self, poll: list[Message]) -> list[Message]:
+        payloads, ids = [m.payload for m in poll], [m.id for m in poll]
+        if self._conn is not None:
+            self._conn.send((payloads, ids))
+            block, results = self._conn.recv()  # the GIL is free while the worker parses
+        else:
+            block, results = parse_batch(payloads, ids, self.schema)
+        out, row = [], 0
+        for m, r in zip(poll, results, strict=True):
+            if r is None:
+                parsed = None
+            elif isinstance(r, str):
+                parsed = Rejected(m.id, r, m.payload)
+            else:
+                parsed = Sample(r[0], block[row], r[1])
+                row += 1
+            out.append(Message(m.id, m.payload, m.deliveries, parsed))
+        return out
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 poll = self.source.read(self.count, self.block_ms)
-                if poll or self.source.exhausted:
+                if poll and self.schema is not None:
+                    poll = self._parsed(poll)
+                if poll:
                     self._put(poll)
                 if self.source.exhausted:
+                    self._put(_END)
                     return
         except BaseException as err:  # handed to the learner's thread, which raises it
             self._put(err)
@@ -48,7 +133,7 @@ class Prefetcher:
         """The next poll, or [] when none came within `timeout` seconds.
 
         Raises:
-            whatever the source raised while reading ahead (a StreamError, say).
+            whatever the source (or the parsing) raised while reading ahead (a StreamError, say).
         """
         try:
             item = self._polls.get(timeout=timeout)
@@ -56,10 +141,16 @@ class Prefetcher:
             return []
         if isinstance(item, BaseException):
             raise item
-        if not item and self.source.exhausted:
+        if item is _END:
             self._done = True
+            return []
         return item
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+            self._proc.join(timeout=5)
+            if self._proc.is_alive():
+                self._proc.kill()
