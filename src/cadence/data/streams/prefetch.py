@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
+from collections import deque
 
 import numpy as np
 
@@ -38,13 +39,14 @@ def parse_batch(payloads: list[bytes | None], ids: list[str], schema: Schema) ->
     return block, out
 
 
-def _worker(conn, learner_end, schema: Schema) -> None:
-    """Parse polls sent over `conn` until it closes (the learner ended, or was killed)."""
-    learner_end.close()  # the forked copy of the learner's end: else closing that end would not end this loop
+def _worker(requests, results, learner_ends: tuple, schema: Schema) -> None:
+    """Parse the polls that come in on `requests` until it closes (the learner ended, or was killed)."""
+    for end in learner_ends:  # the forked copies of the learner's ends: else closing those would not end this
+        end.close()
     try:
         while True:
-            payloads, ids = conn.recv()
-            conn.send(parse_batch(payloads, ids, schema))
+            item = requests.recv()
+            results.send(None if item is None else parse_batch(*item, schema))
     except (EOFError, OSError, KeyboardInterrupt):
         return
 
@@ -54,8 +56,8 @@ class Prefetcher:
     each message with its check already done (`Message.parsed`) when a `schema` is given.
 
     Args:
-        workers: 1 parses in a forked worker process (the learner's thread then only trains); 0 parses
-            in the reading thread.
+        workers: 1 parses in a forked worker process, pipelined: the thread reads poll k+1 from the source
+            while the worker parses poll k and the learner trains on poll k-1. 0 parses in the thread.
     """
 
     def __init__(
@@ -71,26 +73,30 @@ class Prefetcher:
         self._polls: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._done = False
-        self._conn = self._proc = None
+        self._proc = None
+        self._threads = [threading.Thread(target=self._run, name="cadence-prefetch", daemon=True)]
         if schema is not None and workers > 0:
             # fork: the worker needs nothing but numpy and orjson, already imported; no second torch import.
+            # One-way pipes, each used by one thread here: the reader sends, the receiver receives.
             ctx = multiprocessing.get_context("fork")
-            self._conn, child = ctx.Pipe()
+            req_out, self._requests = ctx.Pipe(duplex=False)
+            self._results, res_in = ctx.Pipe(duplex=False)
+            self._sent: deque = deque()  # polls sent to the worker, in order
+            self._in_flight = threading.BoundedSemaphore(depth)
             self._proc = ctx.Process(
-                target=_worker, args=(child, self._conn, schema), name="cadence-parse", daemon=True
+                target=_worker,
+                args=(req_out, res_in, (self._requests, self._results), schema),
+                name="cadence-parse",
+                daemon=True,
             )
             self._proc.start()
-            child.close()
-        self._thread = threading.Thread(target=self._run, name="cadence-prefetch", daemon=True)
-        self._thread.start()
+            req_out.close()
+            res_in.close()
+            self._threads.append(threading.Thread(target=self._receive, name="cadence-parsed", daemon=True))
+        for t in self._threads:
+            t.start()
 
-    def _parsed(self, poll: list[Message]) -> list[Message]:
-        payloads, ids = [m.payload for m in poll], [m.id for m in poll]
-        if self._conn is not None:
-            self._conn.send((payloads, ids))
-            block, results = self._conn.recv()  # the GIL is free while the worker parses
-        else:
-            block, results = parse_batch(payloads, ids, self.schema)
+    def _assemble(self, poll: list[Message], block: np.ndarray, results: list) -> list[Message]:
         out, row = [], 0
         for m, r in zip(poll, results, strict=True):
             if r is None:
@@ -103,18 +109,46 @@ class Prefetcher:
             out.append(Message(m.id, m.payload, m.deliveries, parsed))
         return out
 
+    def _send(self, item, poll) -> bool:
+        while not self._in_flight.acquire(timeout=0.1):
+            if self._stop.is_set():
+                return False
+        self._sent.append(poll)
+        self._requests.send(item)
+        return True
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 poll = self.source.read(self.count, self.block_ms)
-                if poll and self.schema is not None:
-                    poll = self._parsed(poll)
-                if poll:
+                if poll and self._proc is not None:
+                    if not self._send(([m.payload for m in poll], [m.id for m in poll]), poll):
+                        return
+                elif poll:
+                    if self.schema is not None:
+                        poll = self._assemble(
+                            poll, *parse_batch([m.payload for m in poll], [m.id for m in poll], self.schema)
+                        )
                     self._put(poll)
                 if self.source.exhausted:
-                    self._put(_END)
+                    if self._proc is not None:
+                        self._send(None, _END)  # after the polls in flight
+                    else:
+                        self._put(_END)
                     return
         except BaseException as err:  # handed to the learner's thread, which raises it
+            self._put(err)
+
+    def _receive(self) -> None:
+        try:
+            while True:
+                item = self._results.recv()  # the GIL is free while the worker parses
+                poll = self._sent.popleft()
+                self._in_flight.release()
+                self._put(_END if item is None else self._assemble(poll, *item))
+        except (EOFError, OSError):
+            return
+        except BaseException as err:
             self._put(err)
 
     def _put(self, item) -> None:
@@ -148,9 +182,11 @@ class Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
+        self._threads[0].join(timeout=5)
+        if self._proc is not None:
+            self._requests.close()  # the worker sees EOF and ends; then the receiver sees EOF
             self._proc.join(timeout=5)
             if self._proc.is_alive():
                 self._proc.kill()
+            self._threads[1].join(timeout=5)
+            self._results.close()
