@@ -106,8 +106,10 @@ def stream(
     allow_changes: Annotated[bool, Opt(help="continue --out with a changed config")] = False,
     debug: Annotated[bool, Opt(help="show tracebacks")] = False,
 ) -> None:
-    """Learn online from a stream (test-then-train), checkpointing with exactly-once effect; optionally
-    serve predictions from the latest published snapshot. Rerun the same command to continue after a crash."""
+    """Learn online from a stream (test-then-train) with exactly-once checkpoints, optionally serving.
+
+    Predictions come from the latest published snapshot (--serve). Rerun the same command to continue
+    after a crash: nothing is lost or trained twice."""
     flags = {k: v for k, v in locals().items() if k in STREAM_FLAGS and v is not None}
     server = None
     try:
