@@ -258,7 +258,9 @@ class AugmentConfig(_Model):
 class DriftConfig(_Model):
     """Drift detection on the prequential error stream (river's detectors) and what to do on a drift."""
 
-    detector: Literal["none", "adwin", "page-hinkley"] = "adwin"
+    detector: Literal["none", "adwin", "page-hinkley"] = Field(
+        "adwin", description="river's detector watching the prequential errors, or none"
+    )
     delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN confidence (smaller: fewer false alarms)")
     threshold: float = Field(50.0, gt=0.0, description="Page-Hinkley detection threshold (lambda)")
     reaction: Literal["log", "reset-optimizer", "snapshot"] = Field(
@@ -277,15 +279,15 @@ class StreamConfig(_Model):
     group: str = Field("cadence", min_length=1, description="Redis consumer group")
     consumer: str = Field("learner", min_length=1, description="this learner's consumer name in the group")
     n_features: int | None = Field(None, gt=0, description="features per message (x); default: from --from")
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression"] = Field("classification", description="what y is")
     n_classes: int | None = Field(None, gt=1, description="labels are 0..n_classes-1; default: from --from")
-    class_names: tuple[str, ...] = ()
-    x_field: str = "x"
-    y_field: str = "y"
-    id_field: str = "id"
+    class_names: tuple[str, ...] = Field((), description="the label names /predict answers with")
+    x_field: str = Field("x", description="message field holding the features")
+    y_field: str = Field("y", description="message field holding the label (absent: predict only)")
+    id_field: str = Field("id", description="message field naming the sample (default: its stream id)")
     max_message_bytes: int = Field(1_000_000, gt=0, description="larger messages are dead-lettered")
     center: float = Field(0.0, description="preprocessing: x' = (x - center) / scale")
-    scale: float = Field(1.0, gt=0.0)
+    scale: float = Field(1.0, gt=0.0, description="preprocessing: x' = (x - center) / scale")
     batch_size: int = Field(1, gt=0, description="1: one update per sample; k: micro-batches of what arrived")
     read_count: int = Field(256, gt=0, description="messages read per poll")
     parse_workers: int = Field(
@@ -293,11 +295,11 @@ class StreamConfig(_Model):
     )
     label_delay: int = Field(0, ge=0, description="train each sample only after this many later ones arrived")
     window: int = Field(1000, gt=0, description="samples in the sliding-window metrics")
-    checkpoint_every_samples: int | None = Field(5000, gt=0)
-    checkpoint_seconds: float | None = Field(5.0, gt=0.0)
-    keep_checkpoints: int = Field(3, gt=0)
+    checkpoint_every_samples: int | None = Field(5000, gt=0, description="checkpoint (then ack) every N samples")
+    checkpoint_seconds: float | None = Field(5.0, gt=0.0, description="checkpoint (then ack) every S seconds")
+    keep_checkpoints: int = Field(3, gt=0, description="checkpoints kept in the run directory")
     publish_seconds: float | None = Field(1.0, gt=0.0, description="publish a snapshot to serving this often")
-    publish_every_samples: int | None = Field(None, gt=0)
+    publish_every_samples: int | None = Field(None, gt=0, description="publish a snapshot every N samples")
     gate_tolerance: float = Field(
         0.02, ge=0.0, description="publish only if the windowed metric is not worse than the served one by more"
     )

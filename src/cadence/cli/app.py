@@ -119,7 +119,7 @@ def _fail(err: Exception, debug: bool) -> None:
 
 
 @app.command()
-@config_options(exclude=("stream",))  # `cadence stream` (cli/stream.py) owns those
+@config_options()
 def train(
     overrides: dict[str, Any],
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML config; flags override it")] = None,
