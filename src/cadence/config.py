@@ -309,6 +309,65 @@ class AugmentConfig(_Model):
         return bool(self.shift or self.flip or self.rotate)
 
 
+class DriftConfig(_Model):
+    """Drift detection on the prequential error stream (river's detectors) and what to do on a drift."""
+
+    detector: Literal["none", "adwin", "page-hinkley"] = Field(
+        "adwin", description="river's detector watching the prequential errors, or none"
+    )
+    delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN confidence (smaller: fewer false alarms)")
+    threshold: float = Field(50.0, gt=0.0, description="Page-Hinkley detection threshold (lambda)")
+    reaction: Literal["log", "reset-optimizer", "snapshot"] = Field(
+        "log",
+        description="log only; reset the optimizer state and multiply the lr by lr_factor; or save a "
+        "snapshot of the model and alert",
+    )
+    lr_factor: float = Field(1.0, gt=0.0, description="reset-optimizer: multiply the lr by this (e.g. 2)")
+
+
+class StreamConfig(_Model):
+    """The stream strategy: the source, its declared message schema, and how the learner checkpoints,
+    scores, publishes and reacts to drift (serve/learner.py). Messages are `{"x": [...], "y": label}`."""
+
+    source: str | None = Field(None, description="redis://HOST:PORT/STREAM, a .jsonl file, or - for stdin")
+    group: str = Field("cadence", min_length=1, description="Redis consumer group")
+    consumer: str = Field("learner", min_length=1, description="this learner's consumer name in the group")
+    n_features: int | None = Field(None, gt=0, description="features per message (x); default: from --from")
+    task: Literal["classification", "regression"] = Field("classification", description="what y is")
+    n_classes: int | None = Field(None, gt=1, description="labels are 0..n_classes-1; default: from --from")
+    class_names: tuple[str, ...] = Field((), description="the label names /predict answers with")
+    x_field: str = Field("x", description="message field holding the features")
+    y_field: str = Field("y", description="message field holding the label (absent: predict only)")
+    id_field: str = Field("id", description="message field naming the sample (default: its stream id)")
+    max_message_bytes: int = Field(1_000_000, gt=0, description="larger messages are dead-lettered")
+    center: float = Field(0.0, description="preprocessing: x' = (x - center) / scale")
+    scale: float = Field(1.0, gt=0.0, description="preprocessing: x' = (x - center) / scale")
+    batch_size: int = Field(1, gt=0, description="1: one update per sample; k: micro-batches of what arrived")
+    read_count: int = Field(256, gt=0, description="messages read per poll")
+    parse_workers: int = Field(
+        1, ge=0, le=1, description="1: check and parse messages in a worker process while training; 0: inline"
+    )
+    label_delay: int = Field(0, ge=0, description="train each sample only after this many later ones arrived")
+    window: int = Field(1000, gt=0, description="samples in the sliding-window metrics")
+    checkpoint_every_samples: int | None = Field(5000, gt=0, description="checkpoint (then ack) every N samples")
+    checkpoint_seconds: float | None = Field(5.0, gt=0.0, description="checkpoint (then ack) every S seconds")
+    keep_checkpoints: int = Field(3, gt=0, description="checkpoints kept in the run directory")
+    publish_seconds: float | None = Field(1.0, gt=0.0, description="publish a snapshot to serving this often")
+    publish_every_samples: int | None = Field(None, gt=0, description="publish a snapshot every N samples")
+    gate_tolerance: float = Field(
+        0.02, ge=0.0, description="publish only if the windowed metric is not worse than the served one by more"
+    )
+    keep_snapshots: int = Field(5, gt=0, description="published snapshots kept on disk for replicas")
+    record_every_samples: int = Field(1000, gt=0, description="a history record every N samples")
+    max_deliveries: int = Field(3, gt=0, description="a message failing in training this often is dead-lettered")
+    claim_idle_ms: int = Field(30_000, gt=0, description="take over other consumers' entries idle this long")
+    lease_ms: int = Field(10_000, gt=0, description="one active learner per group: the lease it renews")
+    idle_seconds: float | None = Field(None, gt=0.0, description="stop after this long without a message")
+    max_samples: int | None = Field(None, gt=0, description="stop after training this many samples")
+    ledger: bool = Field(False, description="keep every trained message id in the checkpoints (audits)")
+    drift: DriftConfig = DriftConfig()
+
+
 class EnsembleConfig(_Model):
     """K members trained with seeds seed, seed+1, ...; predictions averaged (engine/ensemble.py)."""
 
@@ -331,6 +390,7 @@ class RunConfig(_Model):
     regularization: RegularizationConfig = RegularizationConfig()
     augment: AugmentConfig = AugmentConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
+    stream: StreamConfig = StreamConfig()
     threads: int | None = Field(None, gt=0, description="torch threads; default chosen per strategy")
 
     @model_validator(mode="after")

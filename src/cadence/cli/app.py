@@ -245,7 +245,7 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool, out
 
 # What a comparison sets for every run itself (its grid, budget and seeds): no run-config flag for these.
 COMPARE_SETS = ("strategy.name", "optimizer", "schedule", "stop.max_epochs", "stop.max_updates")
-COMPARE_SETS += ("stop.max_samples", "stop.max_seconds", "seed", "ensemble", "threads")
+COMPARE_SETS += ("stop.max_samples", "stop.max_seconds", "seed", "ensemble", "threads", "stream")
 
 
 def _compare_settings(config_file: Path | None, overrides: dict, grid: dict):
@@ -401,3 +401,6 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+
+
+from cadence.cli import stream as _stream  # noqa: E402,F401  registers stream, serve, replay
