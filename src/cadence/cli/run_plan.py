@@ -18,6 +18,7 @@ from cadence.config import RunConfig, build_config, load_config
 from cadence.engine import checkpoint, resume
 from cadence.engine.events import Callback
 from cadence.errors import ConfigError
+from cadence.models.builders import check_trusted
 
 
 @dataclass
@@ -46,12 +47,14 @@ def plan_run(
     every_seconds: float | None,
     keep: int | None,
     overwrite: bool = False,
+    trust_code: bool = False,
 ) -> RunPlan:
     """Decide how a `cadence train` run starts; reads checkpoints but writes nothing.
 
     Raises:
-        ConfigError: both --resume and --from, a bad setting, or a run directory that cannot be used
-            (`check_run_dir`). CheckpointError: nothing to resume.
+        ConfigError: both --resume and --from, a bad setting, a run directory that cannot be used
+            (`check_run_dir`), or a checkpoint/run naming a model factory to import that the user did not
+            name again nor trust. CheckpointError: nothing to resume.
     """
     if resume_dir is not None and from_dir is not None:
         raise ConfigError(
@@ -75,6 +78,9 @@ def plan_run(
         base = load_config(config_file) if config_file else build_config()
         default_dir = None
     cfg = base.with_overrides(overrides, source="command-line flags")
+    if (ckpt is not None or from_dir is not None) and config_file is None and "model.spec" not in overrides:
+        source = f"checkpoint {ckpt.path}" if ckpt is not None else f"run {from_dir}"
+        check_trusted(cfg.model.spec, source, trust_code)
     run_dir = Path(
         out or default_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
     )

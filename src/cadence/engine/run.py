@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from safetensors.torch import save
+from safetensors import SafetensorError
 from torch import nn
 
 from cadence.config import RunConfig
 from cadence.engine.checkpoint import TEMP, _fsync_dir, _write_file
 from cadence.engine.stopping import StopReason
 from cadence.errors import SaveError
+from cadence.models import artefact
 
-FILES = ("config.yaml", "history.jsonl", "history.csv", "summary.json", "model.safetensors")
+FILES = ("config.yaml", "history.jsonl", "history.csv", "summary.json", artefact.FILENAME)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Run:
     restored_best: bool = False
     message: str = ""
     skipped_updates: int = 0  # non-finite updates not applied (stop.on_nonfinite skip/rollback)
+    inputs: dict | None = None  # what the saved model needs to read raw inputs (models/artefact.py)
     engine: str = "autograd"  # which engine applied the updates (engine/fast): autograd, c-kernel, batch
     engine_fallback: str | None = None  # why no faster engine ran, or None
     device: str = "cpu"  # where the model and data were (config.device resolved: auto -> cpu or cuda)
@@ -137,7 +139,8 @@ class Run:
         return out.getvalue()
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors into `run_dir`, atomically.
+        """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors (the weights, with what
+        `cadence.load` needs to predict on raw inputs) into `run_dir`, atomically.
 
         All five go into a temp folder beside `run_dir`, each fsynced; then renames swap it into place, so a
         reader sees the old folder or the new one, never a mix. The other entries of an existing `run_dir`
@@ -150,13 +153,11 @@ class Run:
         run_dir = Path(run_dir).absolute()
         if run_dir.exists() and not run_dir.is_dir():
             raise SaveError(f"cannot save the run to {run_dir}: it is a file. Fix: pass a folder path.")
-        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         files = {
             "config.yaml": yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False).encode(),
             "history.jsonl": self._jsonl().encode(),
             "history.csv": self._csv().encode(),
             "summary.json": (json.dumps(self.summary(), indent=2) + "\n").encode(),
-            "model.safetensors": save(weights),
         }
         parent = run_dir.parent
         tmp = parent / f"{TEMP}{run_dir.name}-{os.getpid()}"
@@ -166,10 +167,13 @@ class Run:
             tmp.mkdir()
             for name, data in files.items():
                 _write_file(tmp / name, data)
+            artefact.save(tmp / artefact.FILENAME, self.model, self.config, self.inputs)
+            _fsync_file(tmp / artefact.FILENAME)
             _fsync_dir(tmp)
-        except OSError as err:
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error
             shutil.rmtree(tmp, ignore_errors=True)
-            raise _save_error(run_dir, err, sum(len(d) for d in files.values())) from None
+            weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+            raise _save_error(run_dir, err, weights + sum(len(d) for d in files.values())) from None
         self._swap(tmp, run_dir)
         return run_dir
 
@@ -189,7 +193,15 @@ class Run:
         _fsync_dir(run_dir.parent)
 
 
-def _save_error(run_dir: Path, err: OSError, needed: int) -> SaveError:
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_error(run_dir: Path, err: Exception, needed: int) -> SaveError:
     where = run_dir.parent
     while not where.exists() and where != where.parent:
         where = where.parent
@@ -198,8 +210,10 @@ def _save_error(run_dir: Path, err: OSError, needed: int) -> SaveError:
     except OSError:
         free = f"free space on {where} unknown"
     kept = f"{run_dir} is left as it was" if run_dir.exists() else f"nothing was written to {run_dir}"
+    what = getattr(err, "strerror", None) or err
+    filename = getattr(err, "filename", None)
     return SaveError(
-        f"could not save the run to {run_dir}: {err.strerror or err}"
-        f"{f' ({err.filename})' if err.filename else ''}; {free}, about {needed:,} bytes needed. {kept}. "
+        f"could not save the run to {run_dir}: {what}{f' ({filename})' if filename else ''}; {free}, about "
+        f"{needed:,} bytes needed. {kept}. "
         "Fix: free some space, or pass another --out (run.save(path))."
     )
