@@ -87,7 +87,7 @@ def test_a_resume_that_cannot_continue_is_refused_before_any_callback_runs(digit
     written = sorted(p.name for p in (old / "checkpoints").iterdir())
     shown = io.StringIO()
     callbacks = [Progress("training", Console(file=shown, force_terminal=True)), Checkpointing(tmp_path / "run")]
-    with pytest.raises(ConfigError, match=r"cannot resume from .*optimizer\.lr: 0\.01 -> 0\.5"):
+    with pytest.raises(ConfigError, match=r"cannot resume from .*optimizer\.lr: [0-9.]+ -> 0\.5"):
         cadence.train(data=digits, resume_from=old, callbacks=callbacks, lr=0.5)
     assert shown.getvalue() == "" and not (tmp_path / "run").exists()
     assert sorted(p.name for p in (old / "checkpoints").iterdir()) == written
