@@ -314,4 +314,7 @@ def test_a_callback_changing_the_learning_rate_has_the_autograd_effect(digits, s
         for engine in ("auto", "autograd")
     ]
     assert runs[0].engine != "autograd"
-    assert distance(runs[0].model.parameters(), runs[1].model.parameters()) < 1e-5
+    # Ignoring the change moves the weights by 2.6e-3 from autograd's (Adam, the default); the engines' own
+    # rounding after 400 Adam updates is 1.1e-5 in the batch kernel (its exp and sgemm calls are not torch's to
+    # the bit: measured on this digits run) and below 1e-6 in the online kernel.
+    assert distance(runs[0].model.parameters(), runs[1].model.parameters()) < 1e-4
