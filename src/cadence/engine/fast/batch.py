@@ -36,16 +36,22 @@ class _BatchKernel(compiled.Bound):
         self.x, self.y, self.sgemm = x, y, sgemm
         self.dims = [self.linears[0].in_features] + [lin.out_features for lin in self.linears]
         self.rows = 0  # rows per block, fixed by the first run (its largest chunk, at most BLOCK_ROWS)
+        self._idx = torch.empty(0, dtype=torch.int64)
 
     def apply(self, updates: Sequence[Update]) -> tuple[torch.Tensor, int]:
         if not self.rows:
             self.rows = min(BLOCK_ROWS, max(len(c) for u in updates for c in u.chunks))
         d, r = self.dims, self.rows
-        work = r * sum(d) + r * sum(d[1:]) + sum(a * b + b for a, b in zip(d[:-1], d[1:], strict=True))
+        work = (
+            r * sum(d) + r * sum(d[1:]) + sum(a * b + b for a, b in zip(d[:-1], d[1:], strict=True)) + max(d[1:])
+        )
         net = self.net(work)
         net.sgemm, net.max_rows = self.sgemm, r
         chunks = [c for u in updates for c in u.chunks]
-        idx = torch.cat(chunks) if len(chunks) > 1 else chunks[0].contiguous()
+        total = sum(u.n_samples for u in updates)
+        if len(self._idx) < total:  # reused: a fresh 0.5 MB index tensor per epoch faults in new pages
+            self._idx = torch.empty(total, dtype=torch.int64)
+        idx = torch.cat(chunks, out=self._idx[:total])
         sizes = torch.tensor([u.n_samples for u in updates], dtype=torch.int64)
         losses = torch.empty(len(updates))
         y_int, y_float = self.targets(self.y)
@@ -55,7 +61,7 @@ class _BatchKernel(compiled.Bound):
             d[0],
             y_int,
             y_float,
-            idx.to(torch.int64).data_ptr(),
+            idx.data_ptr(),
             sizes.data_ptr(),
             len(updates),
             losses.data_ptr(),

@@ -9,7 +9,8 @@
  * and the same single-tensor optimizer rules as the online kernel (update_row in mlp_common.h).
  *
  * Work layout (floats), R = max_rows, d = dims: gathered inputs R*d[0]; each layer's output R*d[l+1]; each
- * layer's output gradient R*d[l+1]; each layer's weight and bias gradient d[l+1]*d[l] + d[l+1].
+ * layer's output gradient R*d[l+1]; each layer's weight and bias gradient d[l+1]*d[l] + d[l+1]; then
+ * max(d[1:]) floats for a block's column sums.
  */
 #include "mlp_common.h"
 
@@ -51,6 +52,37 @@ INLINE float block_loss(const Net *net, const float *out, int64_t rows, int64_t 
     return total;
 }
 
+/* z = activation(z), one loop per activation so that each vectorizes. */
+INLINE void act_forward(int64_t act, float *restrict z, int64_t n) {
+    switch (act) {
+    case ACT_RELU: /* NaN passes through, as in torch.relu */
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) z[j] = z[j] < 0.0f ? 0.0f : z[j];
+        break;
+    case ACT_LEAKY_RELU:
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) z[j] = z[j] > 0.0f ? z[j] : z[j] * 0.01f;
+        break;
+    default:
+        for (int64_t j = 0; j < n; j++) z[j] = act_fwd(act, z[j]);
+    }
+}
+
+/* The bias gradient: column sums of d (rows x out), rows added in order, into gb (first block) or added to
+ * it (later blocks, through `tmp`, so that each block's sum is formed before it is added, as torch's
+ * `grad += d.sum(0)` does). */
+INLINE void column_sums(const float *restrict d, int64_t rows, int64_t out, float *restrict gb,
+                        float *restrict tmp, int first) {
+    float *restrict s = first ? gb : tmp;
+    memcpy(s, d, sizeof(float) * out);
+    for (int64_t r = 1; r < rows; r++)
+#pragma omp simd
+        for (int64_t i = 0; i < out; i++) s[i] += d[r * out + i];
+    if (!first)
+#pragma omp simd
+        for (int64_t i = 0; i < out; i++) gb[i] += tmp[i];
+}
+
 /* below *= d(activation)/dz, from the activation's output a, as torch's backward formulas write it. */
 INLINE void act_backward(int64_t act, float *restrict below, const float *restrict a, int64_t n) {
     switch (act) {
@@ -88,11 +120,14 @@ CLONES int64_t cadence_mlp_batch(Net *net, const float *X, int64_t n_features, c
         deltas[l] = p;
         p += R * dims[l + 1];
     }
+    int64_t widest = 0;
     for (int64_t l = 0; l < L; l++) {
         gw[l] = p;
         gb[l] = p + dims[l + 1] * dims[l];
         p += dims[l + 1] * dims[l] + dims[l + 1];
+        widest = dims[l + 1] > widest ? dims[l + 1] : widest;
     }
+    float *colsum = p; /* widest floats */
     net->status = STATUS_DONE;
     int64_t u = 0, offset = 0;
     for (; u < n_updates; offset += sizes[u], u++) {
@@ -123,19 +158,14 @@ CLONES int64_t cadence_mlp_batch(Net *net, const float *X, int64_t n_features, c
                 float *z = acts[l + 1];
                 for (int64_t r = 0; r < rows; r++) memcpy(z + r * out, net->b[l], sizeof(float) * out);
                 gemm(net, 0, 1, rows, out, in, acts[l], in, net->w[l], in, 1.0f, z, out);
-                if (l < L - 1)
-                    for (int64_t j = 0; j < rows * out; j++) z[j] = act_fwd(net->act, z[j]);
+                if (l < L - 1) act_forward(net->act, z, rows * out);
             }
             loss += block_loss(net, acts[L], rows, dims[L], yi, yf, block, g, deltas[L - 1]) / (float)n;
             for (int64_t l = L - 1; l >= 0; l--) {
                 const int64_t in = dims[l], out = dims[l + 1];
                 const float *d = deltas[l];
                 gemm(net, 1, 0, out, in, rows, d, out, acts[l], in, k == 0 ? 0.0f : 1.0f, gw[l], in);
-                for (int64_t i = 0; i < out; i++) {
-                    float s = 0.0f;
-                    for (int64_t r = 0; r < rows; r++) s += d[r * out + i];
-                    gb[l][i] = k == 0 ? s : gb[l][i] + s;
-                }
+                column_sums(d, rows, out, gb[l], colsum, k == 0);
                 if (l > 0) {
                     gemm(net, 0, 0, rows, in, out, d, out, net->w[l], in, 0.0f, deltas[l - 1], in);
                     act_backward(net->act, deltas[l - 1], acts[l], rows * in);
