@@ -9,6 +9,7 @@ epoch: Cadence over several sample orders, the tutorial loop over its own.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import ceiling
@@ -97,13 +98,11 @@ def main() -> dict:
         "tutorial": tutorial,
         "ceiling": best.measure,
     }
-    try:
-        import deep_river  # noqa: F401
-
+    if importlib.util.find_spec("deep_river") is not None:
         systems["deep-river"] = deep_river
         river_note = f"{SLICE['deep-river']} samples per round, learn_one timed alone"
-    except ImportError as err:
-        river_note = f"not installed: {err}"
+    else:
+        river_note = "not installed (make bench installs it)"
     with threads(1):
         measured = interleaved(systems)
 

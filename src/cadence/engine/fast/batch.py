@@ -22,10 +22,6 @@ from cadence.errors import DataError
 
 # Half of float32's largest value: a bound on a gradient's sums below it leaves room for their rounding.
 _SAFE = torch.finfo(torch.float32).max / 2
-# Rows per product in the compiled kernel: a mini-batch up to this size is one product; a larger update
-# (full-batch) goes through blocks of this many rows, whose activations (1024 x 986 floats, 4 MB) stay near
-# the cores' caches, gradients summed in place.
-BLOCK_ROWS = 1024
 
 
 class _BatchKernel(compiled.Bound):
@@ -35,24 +31,24 @@ class _BatchKernel(compiled.Bound):
         super().__init__(model, optimizer, task)
         self.x, self.y, self.sgemm = x, y, sgemm
         self.dims = [self.linears[0].in_features] + [lin.out_features for lin in self.linears]
-        self.rows = 0  # rows per block, fixed by the first run (its largest chunk, at most BLOCK_ROWS)
+        self.rows = 0  # rows of the largest chunk seen: the kernel's buffers hold one chunk
         self._idx = torch.empty(0, dtype=torch.int64)
 
     def apply(self, updates: Sequence[Update]) -> tuple[torch.Tensor, int]:
-        if not self.rows:
-            self.rows = min(BLOCK_ROWS, max(len(c) for u in updates for c in u.chunks))
+        chunks = [c for u in updates for c in u.chunks]
+        self.rows = max(self.rows, *(len(c) for c in chunks))
         d, r = self.dims, self.rows
         work = (
             r * sum(d) + r * sum(d[1:]) + sum(a * b + b for a, b in zip(d[:-1], d[1:], strict=True)) + max(d[1:])
         )
         net = self.net(work)
         net.sgemm, net.max_rows = self.sgemm, r
-        chunks = [c for u in updates for c in u.chunks]
         total = sum(u.n_samples for u in updates)
         if len(self._idx) < total:  # reused: a fresh 0.5 MB index tensor per epoch faults in new pages
             self._idx = torch.empty(total, dtype=torch.int64)
         idx = torch.cat(chunks, out=self._idx[:total])
-        sizes = torch.tensor([u.n_samples for u in updates], dtype=torch.int64)
+        n_chunks = torch.tensor([len(u.chunks) for u in updates], dtype=torch.int64)
+        sizes = torch.tensor([len(c) for c in chunks], dtype=torch.int64)
         losses = torch.empty(len(updates))
         y_int, y_float = self.targets(self.y)
         done = compiled.kernel().cadence_mlp_batch(
@@ -62,6 +58,7 @@ class _BatchKernel(compiled.Bound):
             y_int,
             y_float,
             idx.data_ptr(),
+            n_chunks.data_ptr(),
             sizes.data_ptr(),
             len(updates),
             losses.data_ptr(),

@@ -66,8 +66,8 @@ def kernel() -> ctypes.CDLL | None:
             fn.argtypes = [ctypes.POINTER(_Net), ptr, i64, ptr, ptr, ptr, i64, ptr]
             fn = lib.cadence_mlp_batch
             fn.restype = ctypes.c_int64
-            # (net, x, n_features, y_int, y_float, idx, sizes, n_updates, losses)
-            fn.argtypes = [ctypes.POINTER(_Net), ptr, i64, ptr, ptr, ptr, ptr, i64, ptr]
+            # (net, x, n_features, y_int, y_float, idx, n_chunks, sizes, n_updates, losses)
+            fn.argtypes = [ctypes.POINTER(_Net), ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr]
             return lib
     return None
 
@@ -83,9 +83,19 @@ def torch_sgemm() -> int | None:
         return None
     try:
         lib = ctypes.CDLL(str(path))  # already loaded by `import torch`: the same handle
-        return ctypes.cast(lib.sgemm_, ctypes.c_void_p).value
+        sgemm = lib.sgemm_
     except (OSError, AttributeError):
         return None
+    # One product through it as the kernel calls it (integers in 64-bit slots), against torch's: a library
+    # with another calling convention is not used.
+    a, b = torch.arange(6.0).reshape(2, 3), torch.arange(12.0).reshape(3, 4)
+    c = torch.zeros(2, 4)
+    ints = [ctypes.c_int64(v) for v in (4, 2, 3, 4, 3, 4)]  # n, m, k, ldb, lda, ldc of C^T = B^T A^T
+    one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
+    fp = lambda t: ctypes.cast(t.data_ptr(), _FP)  # noqa: E731
+    n, m, k, ldb, lda, ldc = (ctypes.byref(i) for i in ints)
+    sgemm(b"N", b"N", n, m, k, ctypes.byref(one), fp(b), ldb, fp(a), lda, ctypes.byref(zero), fp(c), ldc)
+    return ctypes.cast(sgemm, ctypes.c_void_p).value if torch.equal(c, a @ b) else None
 
 
 class Bound:

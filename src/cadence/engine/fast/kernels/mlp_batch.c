@@ -2,9 +2,11 @@
  * forward with bias and activation, loss, backward, the finiteness check and the optimizer rule, with every
  * matrix product in torch's own BLAS (Net.sgemm) and every buffer allocated once by the caller.
  *
- * An update's samples go through in blocks of at most Net.max_rows rows, each block's weight gradients summed
- * into the gradient buffers in place (sgemm's beta = 1): full-batch's exact gradient in cache-sized blocks,
- * a mini-batch in one block. Consecutive rows (full-batch, unshuffled) are read in place, others gathered.
+ * An update's chunks (the strategy's, at most Net.max_rows rows each) go through one after another, each
+ * chunk's weight gradients summed into the gradient buffers in place (sgemm's beta = 1): full-batch's exact
+ * gradient in chunks of strategy.chunk_size, a mini-batch in one. The chunks are autograd's, so the sums round
+ * as autograd's do (Adam magnifies any difference in tiny gradients). Consecutive rows (full-batch) are read
+ * where they lie, others gathered.
  * The arithmetic follows torch's backward formulas (log_softmax + nll_loss, mse_loss, threshold_backward ...)
  * and the same single-tensor optimizer rules as the online kernel (update_row in mlp_common.h).
  *
@@ -14,11 +16,15 @@
  */
 #include "mlp_common.h"
 
-/* Row-major C (m x n) = op(A) op(B) + beta C through the column-major sgemm: C^T = op(B)^T op(A)^T. */
-INLINE void gemm(const Net *net, int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b,
-                 int ldb, float beta, float *c, int ldc) {
+/* Row-major C (m x n) = op(A) op(B) + beta C through the column-major sgemm: C^T = op(B)^T op(A)^T.
+ * The integers sit in 64-bit slots: a 32-bit-integer BLAS reads their low half (little-endian), a 64-bit one
+ * (ILP64) all of it, so either kind computes the same (compiled.torch_sgemm checks the library with a
+ * product before the kernel may use it). */
+INLINE void gemm(const Net *net, int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                 const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     const float one = 1.0f;
-    net->sgemm(tb ? "T" : "N", ta ? "T" : "N", &n, &m, &k, &one, b, &ldb, a, &lda, &beta, c, &ldc);
+    net->sgemm(tb ? "T" : "N", ta ? "T" : "N", (const int *)&n, (const int *)&m, (const int *)&k, &one, b,
+               (const int *)&ldb, a, (const int *)&lda, &beta, c, (const int *)&ldc);
 }
 
 /* Loss (sum over the block's rows) and d loss / d outputs for rows of outputs `out` (k wide), each scaled by
@@ -100,14 +106,15 @@ INLINE void act_backward(int64_t act, float *restrict below, const float *restri
     }
 }
 
-/* Train `n_updates` updates; update u holds sizes[u] rows of X, listed in idx (all updates' rows one after
- * another). Each update's loss (mean over its rows) goes to `losses`. Stops before the first update with a
+/* Train `n_updates` updates; update u holds n_chunks[u] chunks, chunk c holds sizes[c] rows of X (counting
+ * chunks over all updates), listed in idx (all the rows one after another). Each update's loss (mean over its
+ * rows) goes to `losses`. Stops before the first update with a
  * label out of range (STATUS_BAD_TARGET) or a non-finite loss or gradient (STATUS_NONFINITE): its gradient is
  * formed and checked in the gradient buffers before any weight or optimizer state is written. Returns the
  * number of updates applied. */
 CLONES int64_t cadence_mlp_batch(Net *net, const float *X, int64_t n_features, const int64_t *yi,
-                                 const float *yf, const int64_t *idx, const int64_t *sizes, int64_t n_updates,
-                                 float *losses) {
+                                 const float *yf, const int64_t *idx, const int64_t *n_chunks,
+                                 const int64_t *sizes, int64_t n_updates, float *losses) {
     const int64_t L = net->n_layers, R = net->max_rows;
     const int64_t *dims = net->dims;
     float *acts[65], *deltas[64], *gw[64], *gb[64];
@@ -130,9 +137,11 @@ CLONES int64_t cadence_mlp_batch(Net *net, const float *X, int64_t n_features, c
     float *colsum = p; /* widest floats */
     net->status = STATUS_DONE;
     int64_t u = 0, offset = 0;
-    for (; u < n_updates; offset += sizes[u], u++) {
-        const int64_t n = sizes[u];
+    const int64_t *chunk_rows = sizes;
+    for (; u < n_updates; u++) {
         const int64_t *rows_idx = idx + offset;
+        int64_t n = 0;
+        for (int64_t c = 0; c < n_chunks[u]; c++) n += chunk_rows[c];
         if (net->loss == LOSS_CROSS_ENTROPY)
             for (int64_t r = 0; r < n; r++)
                 if (yi[rows_idx[r]] < 0 || yi[rows_idx[r]] >= dims[L]) {
@@ -141,8 +150,8 @@ CLONES int64_t cadence_mlp_batch(Net *net, const float *X, int64_t n_features, c
                 }
         const float g = (float)(1.0 / (double)n);
         float loss = 0.0f;
-        for (int64_t k = 0; k < n; k += R) {
-            const int64_t rows = n - k < R ? n - k : R;
+        for (int64_t c = 0, k = 0; c < n_chunks[u]; k += chunk_rows[c], c++) {
+            const int64_t rows = chunk_rows[c]; /* at most R */
             const int64_t *block = rows_idx + k;
             int consecutive = 1;
             for (int64_t r = 1; r < rows && consecutive; r++) consecutive = block[r] == block[0] + r;
@@ -180,6 +189,8 @@ CLONES int64_t cadence_mlp_batch(Net *net, const float *X, int64_t n_features, c
             return u;
         }
         losses[u] = loss;
+        offset += n;
+        chunk_rows += n_chunks[u];
         float step_size = 0.0f, bc2_sqrt = 1.0f;
         if (net->opt >= OPT_ADAM) {
             net->step += 1.0;
