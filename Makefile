@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-# Debian packages: the Fashion-MNIST IDX files (tests train on them); chromium (the report test opens the HTML).
-SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium
+# Debian packages: the Fashion-MNIST IDX files (tests train on them); chromium (the report test opens the HTML);
+# postgresql (the distributed-tuning tests start their own server: initdb in a temp folder, a loopback port).
+SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium postgresql
 STAMP := $(VENV)/.installed-$(subst =,-,$(subst <,,$(subst >,,$(TORCH))))
 
 .PHONY: demo test lint format bench system-deps clean venv
