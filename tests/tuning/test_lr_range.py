@@ -30,7 +30,7 @@ def descent(lrs, at=1e-3, width=0.4, drop=2.0, base=2.3):
     return loss + np.where(u > 1.5, 40.0 * (u - 1.5) ** 2, 0.0)
 
 
-# ---- the ramp ---------------------------------------------------------------------------------------------------
+# ---- the ramp ----------------------------------------------------------------------------------------------
 
 
 def test_ramp_is_the_exact_exponential_including_the_first_step():
@@ -66,7 +66,7 @@ def test_bad_ramp_is_refused_before_any_update(digits, lr_min, lr_max, updates):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-# ---- exact hand-back --------------------------------------------------------------------------------------------
+# ---- exact hand-back ---------------------------------------------------------------------------------------
 
 
 def _net() -> nn.Module:
@@ -148,7 +148,7 @@ def test_state_comes_back_when_the_test_fails_midway(digits):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-# ---- the suggestion rules on synthetic curves ----------------------------------------------------------------
+# ---- the suggestion rules on synthetic curves -----------------------------------------------------------
 
 
 def test_steepest_finds_the_steepest_point_in_log_lr():
@@ -236,7 +236,7 @@ def test_smoothing_is_bias_corrected():
     assert math.isnan(smooth([1.0, math.nan, 1.0])[1])
 
 
-# ---- on real data ------------------------------------------------------------------------------------------------
+# ---- on real data -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("strategy", ["mini-batch", "full-batch", "online"])
