@@ -86,7 +86,7 @@ def gradient_noise_scale(
     model.train()
     rng = torch.get_rng_state()  # dropout draws; handed back so the caller's RNG stream is unchanged
     try:
-        for t in range(1, draws + 1):
+        for _ in range(draws):
             idx = torch.randint(n, (b_big,), generator=gen)
             small = _flat_grad(model, params, x[idx[:b_small]], y[idx[:b_small]], task)
             rest = _flat_grad(model, params, x[idx[b_small:]], y[idx[b_small:]], task)
@@ -150,10 +150,8 @@ def measure_throughput(
     if cuda:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - t0) / updates
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = _peak_rss_mib() if reset else None
+    rss = _peak_rss_mib() if reset else None
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss
     return {
         "batch_size": batch_size,
         "seconds_per_update": seconds,
@@ -286,7 +284,10 @@ def advise_batch_size(
 def _advice(best: int, critical: float, rows: list[dict]) -> str:
     row = next(r for r in rows if r["batch_size"] == best)
     if best < critical / 2:
-        why = "below the critical size, so each sample still counts almost fully, and larger batches did not run faster per sample here"
+        why = (
+            "below the critical size, so each sample still counts almost fully, and larger batches did not "
+            "run faster per sample here"
+        )
     elif best > 2 * critical:
         why = (
             f"above the critical size: it needs about {row['samples_rel']:.1f}x the samples of the most "
