@@ -135,7 +135,7 @@ def render_html(result: dict, plots: dict[str, Path], advice: Recommendation | N
 columns, among configurations that reached the goal in every seed). Time and samples to the goal are
 measured at evaluations, so they are exact to one evaluation interval. Interrupted or failed runs are
 left out of the statistics.</p></section>
-<section id="plots"><h2>Plots</h2>{figures}</section>
+<section id="plots"><h2>Plots</h2>{figures}</section>{tuning_section(result)}
 <section><h2>Every run</h2><details><summary>{len(result["runs"])} runs</summary>
 <div class="wide">{_runs_table(result)}</div></details>
 </section>
@@ -144,6 +144,32 @@ results.json holds each run's full config and history.</p><pre id="config">{esca
 <section><h2>Machine and libraries</h2>{_environment(result)}</section>
 </body></html>
 """
+
+
+def tuning_section(result: dict, plots: dict[str, Path] | None = None) -> str:
+    """The tuning section (issue 13), or "" when `result` holds no tuning: the lr range test of each
+    configuration (`result["lr_find"]`, from `cadence compare --tune-lr`), batch-size advice
+    (`result["batch_size"]`) and an Optuna study (`result["trials"]`, with its Optuna plots in `plots`).
+    The pieces are drawn by reports/tuning.py; figures are inlined like the rest of the page."""
+    from cadence.reports import tuning
+
+    parts = []
+    if result.get("lr_find"):
+        parts.append(
+            '<section id="lr-find"><h2>Learning rates from the range test</h2><p class="note">Each '
+            "configuration's lr was set by a learning-rate range test (lr growing exponentially over a short "
+            "run, loss smoothed; the rule's pick is marked) before its runs; the model, optimizer and RNG were "
+            f"restored after each test.</p>{tuning.lr_find_html(result['lr_find'])}</section>"
+        )
+    if result.get("batch_size"):
+        parts.append(
+            f'<section id="batch-size"><h2>Batch size</h2>{tuning.batch_size_html(result["batch_size"])}</section>'
+        )
+    if result.get("trials") is not None and result.get("study"):
+        parts.append(
+            f'<section id="study"><h2>Hyperparameter search</h2>{tuning.study_html(result, plots or {})}</section>'
+        )
+    return "".join(parts)
 
 
 def write_html(
