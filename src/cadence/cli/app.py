@@ -365,3 +365,6 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+
+
+from cadence.cli import tune as _tune  # noqa: E402,F401  registers lr-find, batch-size and tune

@@ -173,7 +173,7 @@ def _fmt(value) -> str:
 
 
 def trials_table(summary: dict, limit: int = 15) -> Table:
-    """The best `limit` trials, best first, then a count of the rest by state."""
+    """The best `limit` complete trials, best first, then a count of every trial by state."""
     direction = summary["direction"]
     trials = summary["trials"]
     scored = sorted(
@@ -181,18 +181,13 @@ def trials_table(summary: dict, limit: int = 15) -> Table:
         key=lambda t: t["value"],
         reverse=direction == "maximize",
     )
-    keys = sorted({k for t in trials for k in t["params"]})
     table = Table(title=f"Study {summary['study']}: {len(trials)} trials, {summary['metric']} ({direction})")
-    for col in ("trial", summary["metric"], *keys, "seed", "seconds"):
-        table.add_column(col, justify="right")
+    for col, justify in (("trial", "right"), (summary["metric"], "right"), ("seed", "right"), ("s", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    table.add_column("parameters", overflow="fold")
     for t in scored[:limit]:
-        table.add_row(
-            str(t["number"]),
-            _fmt(t["value"]),
-            *(_fmt(t["params"].get(k)) for k in keys),
-            _fmt(t["seed"]),
-            _fmt(t["seconds"]),
-        )
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
+        table.add_row(str(t["number"]), f"{t['value']:.4f}", _fmt(t["seed"]), f"{t['seconds'] or 0:.1f}", params)
     counts: dict[str, int] = {}
     for t in trials:
         counts[t["state"]] = counts.get(t["state"], 0) + 1
@@ -204,7 +199,7 @@ def batch_size_table(advice: dict) -> Table:
     table = Table(
         title=f"Batch sizes (critical ≈ {advice['critical']:.0f}, B_simple from {advice['noise']['draws']} draws)"
     )
-    for col in ("batch", "samples/s", "s/update", f"peak MiB ({advice['memory']})", "updates", "samples", "time"):
+    for col in ("batch", "samples/s", "s/update", "peak MiB", "updates", "samples", "time"):
         table.add_column(col, justify="right")
     for r in advice["rows"]:
         table.add_row(
@@ -216,7 +211,10 @@ def batch_size_table(advice: dict) -> Table:
             f"{r['samples_rel']:.2f}x",
             f"{r['time_rel']:.2f}x" + (" ←" if r["batch_size"] == advice["best"] else ""),
         )
-    table.caption = "updates, samples, time: estimated to reach a given loss, relative to the best size"
+    table.caption = (
+        f"peak MiB: {advice['memory']}. updates, samples, time: estimated to reach a given loss, relative "
+        "to the best size"
+    )
     return table
 
 
