@@ -467,7 +467,13 @@ def _check(base: RunConfig, settings: TuneConfig, probe: Dataset) -> str:
 
 
 def _run_processes(base, settings, data, url, study_name, metric, workers, seeded, verbose) -> list[int | None]:
-    ctx = mp.get_context("spawn")  # never fork a process with torch thread pools running
+    # forkserver where available (as compare's runner): the server imports torch and cadence once and forks
+    # each worker from that; never a plain fork of this process, whose torch thread pools would not survive.
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["cadence.tuning.search"])
+    else:
+        ctx = mp.get_context("spawn")
     procs = []
     for index in range(workers):
         seed = _worker_seed(index, base.seed, not seeded)
