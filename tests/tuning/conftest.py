@@ -107,13 +107,10 @@ def postgres_server():
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
     """A fresh database on the session's server, as an SQLAlchemy URL Optuna's RDBStorage takes."""
-    import psycopg2
+    import psycopg
 
     host, port = postgres_server
     name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
     return f"postgresql://postgres@{host}:{port}/{name}"

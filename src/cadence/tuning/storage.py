@@ -210,32 +210,41 @@ def open_storage(
     scheme = text.split("://", 1)[0].split("+", 1)[0]
     if scheme not in ("postgresql", "sqlite"):
         raise ConfigError(f"storage {text!r} is not supported. Allowed: {SUPPORTED}.")
+    engine_url = text
     if scheme == "postgresql":
         try:
-            import psycopg2  # noqa: F401  SQLAlchemy's driver for plain postgresql:// URLs
+            import psycopg  # noqa: F401  the driver (SQLAlchemy 2.1's default; named below for older ones)
         except ImportError:
             raise ConfigError(
-                "PostgreSQL storage needs the psycopg2 driver. Fix: pip install 'cadence[postgres]'."
+                "PostgreSQL storage needs the psycopg driver. Fix: pip install 'cadence[postgres]'."
             ) from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            storage = optuna.storages.RDBStorage(
-                text,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=_retry_callback(max_retry),
-            )
-        except Exception as err:  # sqlalchemy.exc.OperationalError and friends: the server said no
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(
-                f"cannot open storage {text}: {first}. Fix: check the URL and that the server runs."
-            ) from None
-    if scheme == "postgresql":
-        lock: Any = _AdvisoryLock(text, _lock_key(study_name))
+        if text.startswith("postgresql://"):
+            engine_url = "postgresql+psycopg://" + text[len("postgresql://") :]
+        lock: Any = _AdvisoryLock(engine_url, _lock_key(study_name))
     else:
         database = text.split(":///", 1)[-1]
         lock = _FileLock(Path(database + ".cadence-lock")) if database and database != ":memory:" else _NoLock()
+    try:
+        # Under the lock: workers starting together on a new database would otherwise race to create
+        # Optuna's tables (PostgreSQL: a duplicate pg_type key).
+        lock.acquire()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    engine_url,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=_retry_callback(max_retry),
+                )
+        finally:
+            lock.release()
+    except Exception as err:  # sqlalchemy.exc.OperationalError and friends: the server said no
+        getattr(lock, "close", lambda: None)()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"cannot open storage {text}: {first}. Fix: check the URL and that the server runs."
+        ) from None
     return StudyStorage(text, scheme, storage, lock, max_retry)
 
 
