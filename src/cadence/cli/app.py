@@ -262,8 +262,11 @@ def _compare_settings(config_file: Path | None, flags: dict, grid: dict):
     for key in ("strategies", "optimizers", "schedules"):
         if grid.get(key):
             tree[key] = [part.strip() for part in grid[key].split(",") if part.strip()]
-    tree.update({k: grid[k] for k in ("seeds", "goal", "goal_metric", "workers") if grid.get(k) is not None})
+    keys = ("seeds", "goal", "goal_metric", "workers", "tune_lr")
+    tree.update({k: grid[k] for k in keys if grid.get(k) is not None})
     settings = build_compare_config(tree, source="command-line flags")
+    if grid.get("lr") is not None and settings.tune_lr:
+        raise ConfigError("--tune-lr finds each configuration's lr; --lr gives one. Fix: drop one of them.")
     if grid.get("lr") is not None:  # one lr for every optimizer entry, under every strategy
         tree = settings.dump()
         tree["optimizers"] = [{**o, "lr": grid["lr"]} for o in tree["optimizers"]]
@@ -299,6 +302,9 @@ def compare(
     goal_metric: Annotated[str | None, Opt(help="default val_accuracy (classification) / val_r2")] = None,
     workers: Annotated[int | None, Opt(help="worker processes (default: the usable cores)")] = None,
     threads: Annotated[int | None, Opt(help="torch threads per worker (default 1)")] = None,
+    tune_lr: Annotated[
+        bool, Opt("--tune-lr", help="lr range test per configuration first; its runs train at the found lr")
+    ] = False,
     out: Annotated[Path | None, Opt(help="report directory (default runs/compare-<time>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the runs as one JSON list, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no live display or table")] = False,
@@ -309,7 +315,7 @@ def compare(
     flags = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     grid = {"strategies": strategies, "optimizers": optimizers, "schedules": schedules, "seeds": seeds, "lr": lr}
     grid |= {"epochs": epochs, "samples": max_samples, "updates": max_updates, "seconds": max_seconds}
-    grid |= {"goal": goal, "goal_metric": goal_metric, "workers": workers}
+    grid |= {"goal": goal, "goal_metric": goal_metric, "workers": workers, "tune_lr": tune_lr or None}
     try:
         from cadence.comparison import compare as run_comparison
         from cadence.comparison.config import dump_compare_file

@@ -157,9 +157,9 @@ def tuning_section(result: dict, plots: dict[str, Path] | None = None) -> str:
     if result.get("lr_find"):
         parts.append(
             '<section id="lr-find"><h2>Learning rates from the range test</h2><p class="note">Each '
-            "configuration's lr was set by a learning-rate range test (lr growing exponentially over a short "
-            "run, loss smoothed; the rule's pick is marked) before its runs; the model, optimizer and RNG were "
-            f"restored after each test.</p>{tuning.lr_find_html(result['lr_find'])}</section>"
+            "configuration's lr was set by a learning-rate range test (the lr growing exponentially over a "
+            "short run of its first seed's model, loss smoothed, the rule's pick marked) before its runs, which "
+            f"start from fresh weights.</p>{tuning.lr_find_html(result['lr_find'])}</section>"
         )
     if result.get("batch_size"):
         parts.append(

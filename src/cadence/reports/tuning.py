@@ -231,7 +231,7 @@ def lr_find_html(records: list[dict]) -> str:
     rows = "".join(
         f"<tr><td>{escape(r.get('label', ''))}</td><td>{_fmt(r.get('suggestion'))}</td>"
         f"<td>{_fmt(r.get('lr_used'))}</td><td>{escape(r['rule'])}</td>"
-        f'<td class="text">{escape(r["message"])}</td></tr>'
+        f'<td class="text" style="white-space: normal">{escape(r["message"])}</td></tr>'
         for r in records
     )
     table = (
