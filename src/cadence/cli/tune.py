@@ -120,7 +120,7 @@ def lr_find(
         print(json.dumps(record))
         return
     if quiet:
-        print("none" if result.suggestion is None else f"{result.suggestion:.6g}")
+        print("none" if result.suggestion is None else repr(result.suggestion))
         return
     out_console.print(f"[bold]{result.message}[/]", highlight=False, soft_wrap=True)
     other = {r: lr for r, lr in result.suggestions.items() if r != rule}
