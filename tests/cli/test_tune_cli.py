@@ -48,7 +48,17 @@ def test_lr_find_rejects_a_bad_range_with_exit_2(tmp_path):
 
 def test_batch_size_measures_each_size_and_advises_one(tmp_path):
     out = tmp_path / "bs"
-    args = ["batch-size", "--data", "digits", "--model", "mlp:32", "--sizes", "16,64,256", "--warmup-updates", "20"]
+    args = [
+        "batch-size",
+        "--data",
+        "digits",
+        "--model",
+        "mlp:32",
+        "--sizes",
+        "16,64,256",
+        "--warmup-updates",
+        "20",
+    ]
     result = CliRunner().invoke(app, [*args, "--draws", "20", "--timing-updates", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "batch_size.json").read_text())
@@ -98,7 +108,9 @@ def test_tune_refuses_a_missing_file_and_an_unknown_storage(tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.output
     config = tmp_path / "tune.yaml"
     config.write_text("tune: {trials: 2}\n")
-    bad = CliRunner().invoke(app, ["tune", str(config), "--storage", "redis://localhost", "--out", str(tmp_path / "o")])
+    bad = CliRunner().invoke(
+        app, ["tune", str(config), "--storage", "redis://localhost", "--out", str(tmp_path / "o")]
+    )
     assert bad.exit_code == 2 and "not supported" in bad.output
 
 
