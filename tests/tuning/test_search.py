@@ -15,9 +15,11 @@ from optuna.trial import TrialState
 
 from cadence.config import build_config, load_config
 from cadence.errors import ConfigError
-from cadence.tuning.search import budget_state, make_folds, run_worker, tune
+from cadence.tuning.objective import make_folds
+from cadence.tuning.search import tune
 from cadence.tuning.space import apply_params, build_tune_config, check_space, suggest
 from cadence.tuning.storage import OWNER, open_storage
+from cadence.tuning.workers import budget_state, run_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
