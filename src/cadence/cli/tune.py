@@ -217,8 +217,8 @@ def tune(
     ] = None,
     study: Annotated[str, Opt(help="study name; invocations with the same storage and name share it")] = "cadence",
     final: Annotated[
-        bool, Opt("--final/--no-final", help="re-run the best config and report its test metrics")
-    ] = True,
+        bool | None, Opt("--final/--no-final", help="re-run the best config and report its test metrics")
+    ] = None,
     out: Annotated[Path | None, Opt(help="output folder (default runs/tune-<time>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the summary as one JSON object, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no per-trial lines or table")] = False,

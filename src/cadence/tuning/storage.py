@@ -62,8 +62,11 @@ def this_worker() -> dict[str, Any]:
 
 
 def _dead_here(owner: dict[str, Any]) -> bool:
-    """Whether `owner` ran on this machine (same host name and boot) and that process is gone."""
-    if owner.get("host") != socket.gethostname() or owner.get("boot") != _boot_id():
+    """Whether `owner` ran on this machine (same host name and boot) and that process is gone. Without /proc
+    (not Linux) no start time is known and no process is ever declared dead."""
+    if owner.get("host") != socket.gethostname() or owner.get("boot") != _boot_id() or "pid" not in owner:
+        return False
+    if owner.get("start") is None:
         return False
     return _start_time(int(owner["pid"])) != owner.get("start")
 
