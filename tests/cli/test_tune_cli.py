@@ -133,3 +133,18 @@ def test_compare_tune_lr_trains_each_configuration_at_its_range_test_lr(tmp_path
     assert html.count("LR range test: mini-batch 32 + ") == 2 * 2  # each curve: alt text and caption
     both = CliRunner().invoke(app, ["compare", "--tune-lr", "--lr", "0.1", "--out", str(tmp_path / "x")])
     assert both.exit_code == 2 and "--tune-lr" in both.output
+
+
+def test_tune_keeps_the_yaml_final_setting_unless_a_flag_says_otherwise(tmp_path):
+    config = tmp_path / "tune.yaml"
+    config.write_text(
+        "data: {name: digits}\nmodel: {spec: 'mlp:8'}\nstop: {max_epochs: 1}\n"
+        "tune:\n  trials: 1\n  final: false\n  space:\n    optimizer.lr: {low: 0.01, high: 0.1}\n"
+    )
+    kept = CliRunner().invoke(app, ["tune", str(config), "-q", "--out", str(tmp_path / "a")])
+    assert kept.exit_code == 0, kept.output
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["final"] is None
+    assert not (tmp_path / "a" / "best-run").exists()
+    forced = CliRunner().invoke(app, ["tune", str(config), "-q", "--final", "--out", str(tmp_path / "b")])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["final"]["test_accuracy"] > 0
