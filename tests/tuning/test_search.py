@@ -157,7 +157,7 @@ def test_folds_partition_train_and_validation_and_never_hold_the_test_split(digi
 def test_tune_finds_a_good_lr_and_reports_the_best_config_on_the_test_split(digits, tmp_path):
     result = tune(base(**{"stop.max_epochs": 4}), {"trials": 8, "space": LR, "pruner": "none"}, data=digits)
     assert [t["state"] for t in result.trials] == ["complete"] * 8
-    assert [t["seed"] for t in result.trials] == list(range(8))  # base seed + trial number, recorded
+    assert [t["seed"] for t in result.trials] == [0] * 8  # the run's seed, recorded with every trial
     best = max(result.trials, key=lambda t: t["value"])
     assert result.best["number"] == best["number"] and result.best["value"] == best["value"]
     # Measured: the best of 8 log-uniform lrs in [1e-3, 1] reaches val accuracy 0.95 on digits in 4 epochs.
@@ -168,6 +168,18 @@ def test_tune_finds_a_good_lr_and_reports_the_best_config_on_the_test_split(digi
     again = load_config(path)
     assert again == result.best_config
     assert again.optimizer.lr == result.best["params"]["optimizer.lr"] and again.seed == result.best["seed"]
+
+
+def test_the_final_run_refits_on_train_and_validation_unless_told_not_to():
+    settings = {"trials": 2, "space": LR, "pruner": "none"}
+    refit = tune(base(), settings)  # data loaded from the config, so the refit can load it without a split
+    n_train, n_val = 1257, 180
+    assert refit.best_config.data.val_fraction == 0 and refit.meta["refit"]
+    assert refit.final.samples_seen == 2 * (n_train + n_val)
+    kept = tune(base(), {**settings, "refit": False})
+    assert kept.best_config.data.val_fraction == 0.1 and not kept.meta["refit"]
+    assert kept.final.samples_seen == 2 * n_train
+    assert kept.final.val_metrics["val_accuracy"] == kept.best["value"]  # the best trial, re-run exactly
 
 
 def test_cross_validation_reports_running_means_at_fold_ends(digits):

@@ -266,7 +266,11 @@ def tune(
         (folder / "trials.json").write_text(json.dumps(summary["trials"], indent=1) + "\n")
         if result.best_config is not None:
             best = result.best_config.model_dump(mode="json")
-            head = f"# Best of study {study!r} (trial {result.best['number']}): cadence train -c best.yaml\n"
+            how = "trained on train + validation (refit)" if result.meta.get("refit") else "as the trial trained"
+            head = (
+                f"# Best of study {study!r}: trial {result.best['number']}, {result.metric} "
+                f"{result.best['value']:.4f}; {how}. Run it: cadence train -c best.yaml\n"
+            )
             (folder / "best.yaml").write_text(head + yaml.safe_dump(best, sort_keys=False))
         if result.final is not None:
             result.final.save(folder / "best-run")

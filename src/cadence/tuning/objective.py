@@ -79,7 +79,7 @@ class _Report(Callback):
 
 
 class Objective:
-    """One trial: suggest parameters, train each fold with the trial's seed, return the mean fold score."""
+    """One trial: suggest parameters, train each fold, return the mean fold score."""
 
     def __init__(self, base: RunConfig, settings: TuneConfig, data: Dataset, metric: str):
         self.base, self.settings, self.metric = base, settings, metric
@@ -89,10 +89,11 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.settings.space, self.base)
-        seed = trial.user_attrs.get("seed")  # a retried trial keeps its seed (user attrs are copied)
-        if seed is None:
-            seed = self.base.seed + trial.number
-            trial.set_user_attr("seed", seed)
+        # Every trial trains with the run's seed (recorded with it; a retry keeps it, user attrs are copied):
+        # trials then differ only by their parameters, and best.yaml, which `cadence train` splits with its
+        # seed, gets the same split and initial weights as the trial it came from.
+        seed = trial.user_attrs.get("seed", self.base.seed)
+        trial.set_user_attr("seed", seed)
         config = apply_params(self.base, params, seed)
         scores: list[float] = []
         reasons: list[str] = []

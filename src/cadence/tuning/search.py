@@ -41,7 +41,8 @@ from cadence.tuning.workers import (
 
 @dataclass
 class TuneResult:
-    """A finished study: every trial, the best one as a ready-to-run config, and its test-split run."""
+    """A finished study: every trial, the best one, and the final run: `best_config` is that run's config
+    (the best trial's parameters and seed; with refit, data.val_fraction 0), ready for `cadence train`."""
 
     study_name: str
     storage: str
@@ -163,12 +164,13 @@ def tune(
                     study, Objective(base, settings, probe, metric), handle, settings, on_trial=printer(verbose)
                 )
         search_seconds = time.perf_counter() - t0
-        result = _summarize(study, base, settings, handle, metric, probe)
+        result = _summarize(study, base, settings, handle, metric, probe, data is not None)
     finally:
         handle.close()
         torch.set_num_threads(threads)
     result.meta.update(
         {
+            **result.meta,
             "created": started,
             "search_seconds": round(search_seconds, 3),
             "workers": workers,
@@ -199,23 +201,27 @@ def _check(base: RunConfig, settings: TuneConfig, probe: Dataset) -> str:
     return metric
 
 
-def _summarize(study, base, settings, handle, metric, probe) -> TuneResult:
+def _summarize(study, base, settings, handle, metric, probe, given: bool) -> TuneResult:
     trials = trial_records(study)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     best = best_config = final = None
+    notes: list[str] = []
     if complete:
         best_trial = study.best_trial
-        seed = best_trial.user_attrs.get("seed", base.seed + best_trial.number)
-        best_config = apply_params(base, dict(best_trial.params), seed)
+        seed = best_trial.user_attrs.get("seed", base.seed)
+        trial_config = apply_params(base, dict(best_trial.params), seed)
         best = {
             "number": best_trial.number,
             "value": best_trial.value,
             "params": dict(best_trial.params),
             "seed": seed,
+            "trial_config": trial_config.model_dump(mode="json"),
         }
+        best_config, data, note = _final_setup(trial_config, settings, probe, given)
+        notes += [note] if note else []
         if settings.final:
-            # The only time the test split is looked at: the best config, trained once more on the train split.
-            final = train(None, probe, best_config)
+            # The only time the test split is looked at: the best config, trained once more.
+            final = train(None, data, best_config)
     return TuneResult(
         study_name=study.study_name,
         storage=handle.url,
@@ -225,8 +231,24 @@ def _summarize(study, base, settings, handle, metric, probe) -> TuneResult:
         best=best,
         best_config=best_config,
         final=final,
+        meta={"notes": notes, "refit": best_config is not None and best_config.data.val_fraction == 0},
         study=study,
     )
+
+
+def _final_setup(config: RunConfig, settings: TuneConfig, probe: Dataset, given: bool):
+    """(config, data, note) of the final run. With refit (scikit-learn's convention) the validation split
+    joins the training data: the config sets data.val_fraction 0, so `cadence train -c best.yaml` loads the
+    same train + validation set (the test split is drawn first, so it stays the same test split)."""
+    if not settings.refit:
+        return config, probe, None
+    needs = config.stop.early_stopping_metric or config.schedule.name == "plateau" or config.schedule.plateau
+    if needs:
+        return config, probe, "the final run keeps the validation split: the config reads validation metrics"
+    if given:
+        return config, probe, "the final run keeps the validation split: data was passed in, not loaded"
+    refit = config.with_overrides({"data.val_fraction": 0.0})
+    return refit, load_data(refit.data, seed=refit.seed), None
 
 
 __all__ = ["TuneResult", "trial_records", "tune"]

@@ -111,10 +111,16 @@ class TuneConfig(_Model):
     pruner: Literal["median", "successive-halving", "none"] = "median"
     sampler: Literal["tpe", "random"] = "tpe"
     startup_trials: int = Field(5, ge=0, description="trials before TPE models the space and pruning starts")
+    pruner_warmup: int | None = Field(
+        None, ge=0, description="median: epochs a trial runs before it may be pruned; default a third of a fold's"
+    )
     max_retries: int = Field(2, ge=0, description="re-runs (same parameters) of a trial whose worker died")
     heartbeat_interval: int = Field(30, gt=0, description="RDB storage: seconds between a trial's heartbeats")
     grace_period: int | None = Field(None, gt=0, description="RDB: a trial silent this long is failed (2x)")
     final: bool = Field(True, description="re-run the best config once at the end and report its test metrics")
+    refit: bool = Field(
+        True, description="the final run trains on train + validation (scikit-learn's refit); false: train only"
+    )
 
     @field_validator("space")
     @classmethod
