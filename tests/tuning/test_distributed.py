@@ -82,7 +82,7 @@ def assert_shared_budget(trials, n: int, workers: set[int]) -> None:
 
 
 def test_two_workers_share_one_journal_study(tmp_path):
-    config = write_config(tmp_path, trials=6, epochs=1)
+    config = write_config(tmp_path, trials=6, epochs=20)  # seconds per trial: both workers get some
     journal = str(tmp_path / "study.journal")
     procs = [start_worker(config, journal, "shared", tmp_path / f"w{i}") for i in range(2)]
     finish(procs)
@@ -92,7 +92,7 @@ def test_two_workers_share_one_journal_study(tmp_path):
 
 
 def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
-    config = write_config(tmp_path, trials=6, epochs=1)
+    config = write_config(tmp_path, trials=6, epochs=20)  # seconds per trial: both workers get some
     procs = [start_worker(config, postgres_url, "shared", tmp_path / f"w{i}") for i in range(2)]
     finish(procs)
     trials = trials_of(postgres_url, "shared")
