@@ -7,8 +7,7 @@ import matplotlib
 import numpy as np
 import optuna
 
-from cadence.reports.html import tuning_section
-from cadence.reports.tuning import lr_find_figure, optuna_figures, png_bytes
+from cadence.reports.tuning import lr_find_figure, optuna_figures, png_bytes, tuning_html
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -59,6 +58,6 @@ def test_importance_needs_two_complete_trials(tmp_path):
 
 
 def test_tuning_section_is_empty_without_tuning_and_shows_lr_find_records():
-    assert tuning_section({"runs": []}) == ""
-    html = tuning_section({"lr_find": [{**record(3e-3), "lr_used": 3e-3}]})
+    assert tuning_html({"runs": []}) == ""
+    html = tuning_html({"lr_find": [{**record(3e-3), "lr_used": 3e-3}]})
     assert "Learning rates from the range test" in html and html.count("data:image/png") == 1

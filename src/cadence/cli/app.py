@@ -9,7 +9,7 @@ import warnings
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ err_console = Console(stderr=True)
 out_console = Console()
 
 Opt = typer.Option
+# How tables are printed (cadence.reports.layout.FORMATS; spelled here so `--help` imports no reports code).
+Format = Literal["table", "tsv", "json", "markdown"]
+FORMAT_HELP = "table: fits the terminal, wide when piped; tsv, json: raw values; markdown. Other lines: stderr"
 # The flags every training command shares, each mapped to its dotted RunConfig key.
 FLAG_KEYS = {
     "data": "data.name",
@@ -174,6 +177,7 @@ def train(
     ] = None,
     out: Annotated[Path | None, Opt(help="run directory (default runs/<time>-<strategy>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the summary as one JSON object, nothing else")] = False,
+    output_format: Annotated[Format, Opt("--format", help=FORMAT_HELP)] = "table",
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bar or table")] = False,
     debug: Annotated[bool, Opt(help="show tracebacks")] = False,
 ) -> None:
@@ -198,7 +202,7 @@ def train(
             dataset = load_data(cfg.data, seed=cfg.seed)
             data_seconds = time.perf_counter() - t0
             if cfg.ensemble.members > 1:
-                _train_ensemble(cfg, dataset, run_dir, as_json, quiet)
+                _train_ensemble(cfg, dataset, run_dir, as_json, quiet, output_format)
                 return
             callbacks = [] if (quiet or as_json) else [Progress(f"{cfg.strategy.name.value}")]
             callbacks += plan.callbacks
@@ -214,20 +218,23 @@ def train(
     if as_json:
         print(json.dumps(summary))
     elif not quiet:
+        from cadence.reports.layout import print_table
         from cadence.reports.table import runs_table
 
-        out_console.print(runs_table([run], title=f"Cadence: {dataset.describe()}"))
+        print_table(out_console, runs_table([run], title=f"Cadence: {dataset.describe()}"), output_format)
+        notes = out_console if output_format == "table" else err_console  # stdout holds only the table
         if run.message:
-            out_console.print(f"stop reason: {run.stop_reason.value}: {run.message}")
-        out_console.print(f"run directory: {run_dir}")
+            notes.print(f"stop reason: {run.stop_reason.value}: {run.message}", highlight=False)
+        notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     if run.stop_reason == "interrupted":  # by SIGINT/SIGTERM: the shell convention is 128 + SIGINT
         hint = f" Continue with: cadence train --resume {run_dir}" if plan.callbacks else ""
         err_console.print(f"interrupted: {run.message}.{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
 
 
-def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> None:
+def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool, output_format: str) -> None:
     from cadence.engine import train_ensemble
+    from cadence.reports.layout import print_table
     from cadence.reports.table import runs_table
 
     result = train_ensemble(dataset, cfg)
@@ -236,10 +243,12 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool) -> 
         print(json.dumps({**result.summary(), "run_dir": str(run_dir)}))
         return
     if not quiet:
-        out_console.print(runs_table(result.members, title=f"Cadence: {dataset.describe()}, ensemble members"))
+        title = f"Cadence: {dataset.describe()}, ensemble members"
+        print_table(out_console, runs_table(result.members, title=title), output_format)
+        notes = out_console if output_format == "table" else err_console
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
-        out_console.print(f"ensemble of {len(result.members)}: {metrics}")
-        out_console.print(f"run directory: {run_dir}")
+        notes.print(f"ensemble of {len(result.members)}: {metrics}", highlight=False, soft_wrap=True)
+        notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
 
 
 def _compare_settings(config_file: Path | None, flags: dict, grid: dict):
@@ -307,6 +316,7 @@ def compare(
     ] = False,
     out: Annotated[Path | None, Opt(help="report directory (default runs/compare-<time>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the runs as one JSON list, nothing else")] = False,
+    output_format: Annotated[Format, Opt("--format", help=FORMAT_HELP)] = "table",
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no live display or table")] = False,
     debug: Annotated[bool, Opt(help="show tracebacks")] = False,
 ) -> None:
@@ -320,6 +330,7 @@ def compare(
         from cadence.comparison import compare as run_comparison
         from cadence.comparison.config import dump_compare_file
         from cadence.reports import recommend, write_report
+        from cadence.reports.layout import print_table
         from cadence.reports.table import compare_table
 
         base, settings = _compare_settings(config, flags, grid)
@@ -347,17 +358,18 @@ def compare(
         print(
             json.dumps([{k: v for k, v in r.items() if k not in ("history", "run_config")} for r in tree["runs"]])
         )
-    elif not quiet:
-        out_console.print(compare_table(tree))
-        out_console.print(f"[bold]{advice.headline}[/]", highlight=False)
+    notes = out_console if output_format == "table" else err_console  # stdout holds only the table
+    if not (as_json or quiet):
+        print_table(out_console, compare_table(tree), output_format)
+        notes.print(f"[bold]{advice.headline}[/]", highlight=False)
         for reason in advice.reasons:
-            out_console.print(f"- {reason}", highlight=False)
-        out_console.print(f"results: {out / 'results.json'}")
+            notes.print(f"- {reason}", highlight=False)
+        notes.print(f"results: {out / 'results.json'}", highlight=False, soft_wrap=True)
     failed = [r for r in tree["runs"] if r.get("stop_reason") == "error"]
     if failed:
         err_console.print(f"[bold red]error:[/] {len(failed)} run(s) failed; first: {failed[0]['error']}")
     if not as_json:
-        print(f"report: {report}")
+        print(f"report: {report}", file=sys.stdout if output_format == "table" else sys.stderr)
     if result.meta["interrupted"]:
         err_console.print(f"interrupted: kept {len(tree['runs'])} of {result.meta['n_runs']} runs")
         raise typer.Exit(130)

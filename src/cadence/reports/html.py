@@ -1,11 +1,13 @@
 """The comparison report: one self-contained HTML file (inline CSS, images as base64 data URIs, no scripts,
-no network fetches) with the recommendation, the table, the plots, every run, the exact configuration,
-library versions and machine facts. Written by hand: it is one page of string formatting.
+no network fetches), written by hand as one page of string formatting. It is a list of sections, each one
+function of the `Page`; a new section (tuning, ...) is one function added to SECTIONS.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
@@ -13,6 +15,11 @@ from cadence.comparison.config import dump_compare_file
 from cadence.reports.recommend import Recommendation, recommend
 from cadence.reports.table import HEADERS, compare_columns, compare_rows, goal_text
 
+# The results table fits the page: a cell's `± std` sits under its mean, headers wrap between words, a list
+# cell wraps after a comma. Under 1,200 px (an 800 px window) it would still overflow, so there it shows
+# its first columns and a second table below repeats the configuration with the rest, as the terminal table
+# splits. The recommended row is tinted and labelled by CSS, so its label cell's text stays the label.
+NARROW = 1200
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1400px;
        padding: 0 1rem; color: #1d1d1f; }
@@ -20,14 +27,40 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-
 .meta { color: #555; } .warning { background: #fff3cd; padding: .6rem 1rem; border-radius: 6px; }
 #recommendation { background: #eef6ee; padding: .8rem 1.2rem; border-radius: 8px; }
 #recommendation .headline { font-size: 1.15rem; font-weight: 600; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; } .wide { overflow-x: auto; }
-th, td { padding: .3rem .6rem; border-bottom: 1px solid #e5e5e5; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child, td.text { text-align: left; }
-td.best { color: #0a6b2d; font-weight: 700; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th, td { padding: .3rem .55rem; border-bottom: 1px solid #e5e5e5; text-align: right; vertical-align: top; }
+th { vertical-align: bottom; font-weight: 600; }
+th:first-child, td:first-child, td.text, th.text { text-align: left; }
+table.results { width: 100%; margin-top: .6rem; }
+.v { white-space: nowrap; } .sd { display: block; white-space: nowrap; color: #666; font-size: .85em; }
+td.best { color: #0a6b2d; font-weight: 700; } td.best .sd { color: #0a6b2d; }
+tr.recommended td { background: #dff0e3; }
+tr.recommended td:first-child { box-shadow: inset 4px 0 0 #1e7b3a; font-weight: 700; }
+tr.recommended td:first-child::after { content: "recommended"; display: block; font-size: .75rem;
+       font-weight: 600; color: #1e7b3a; text-transform: uppercase; letter-spacing: .04em; }
+table.second { display: none; }
 figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; font-size: 13px; }
+pre { background: #f6f6f6; padding: .8rem; overflow-x: auto; font-size: 13px; white-space: pre-wrap; }
 .note { color: #555; font-size: .9rem; }
-"""
+@media (max-width: NARROWpx) {
+  body { font-size: 14px; padding: 0 .5rem; margin-top: 1rem; }
+  th, td { padding: .25rem .35rem; }
+  table.results { font-size: 13.5px; }
+  #summary .later { display: none; }
+  table.second { display: table; }
+}
+""".replace("NARROW", str(NARROW))
+# The columns the first table keeps under NARROW px; the second table shows the configuration and the rest.
+FIRST = ("label", "lr", "test_accuracy", "test_r2", "test_loss", "updates", "samples_seen", "seconds")
+
+
+@dataclass
+class Page:
+    """What every section reads: the comparison (results.json's dict), its plots and the recommendation."""
+
+    result: dict
+    plots: dict[str, Path]
+    advice: Recommendation
 
 
 def _img(path: Path) -> str:
@@ -35,30 +68,64 @@ def _img(path: Path) -> str:
     return f"data:image/png;base64,{data}"
 
 
-def _summary_table(result: dict) -> str:
-    keys = compare_columns(result)
-    head = "".join(f"<th>{escape(HEADERS.get(k, k))}</th>" for k in keys)
+def _values(text: str) -> str:
+    """`0.961 ± 0.010` as the mean with the `± std` under it (one text for copying: "0.961 ± 0.010")."""
+    mean, _, std = text.partition(" ± ")
+    return f'<span class="v">{escape(mean)}</span>' + (f'<span class="sd"> ± {escape(std)}</span>' if std else "")
+
+
+def _items(text: str) -> str:
+    """`early-stopped ×2, budget ×1` as unbreakable items that may wrap after their comma."""
+    parts = text.split(", ")
+    return " ".join(f'<span class="v">{escape(p)}{"," * (i < len(parts) - 1)}</span>' for i, p in enumerate(parts))
+
+
+def _columns(result: dict) -> list[tuple[str, str, bool]]:
+    """(key, header, numeric) of the results table, in order."""
+    stats = [(k, HEADERS.get(k, k), True) for k in compare_columns(result)]
+    return [
+        ("label", "configuration", False),
+        ("lr", "lr", True),
+        *stats,
+        ("at_goal", "at goal", True),
+        ("stop_reasons", "stop reasons", False),
+    ]
+
+
+def _summary_table(page: Page, table_id: str, keys: list[str] | None = None) -> str:
+    """The results table with the columns `keys` (all when None); columns after FIRST are marked `later`."""
+    result, choice = page.result, page.advice.choice
+    columns = [c for c in _columns(result) if keys is None or c[0] in keys]
+
+    def attrs(key: str, numeric: bool, best: bool = False) -> str:
+        classes = [*(["later"] if keys is None and key not in FIRST else []), *([] if numeric else ["text"])]
+        classes += ["best"] if best else []
+        return f' data-col="{key}"' + (f' class="{" ".join(classes)}"' if classes else "")
+
+    head = "".join(f"<th{attrs(k, numeric)}>{escape(header)}</th>" for k, header, numeric in columns)
     rows = []
     for group, row in zip(result["groups"], compare_rows(result), strict=True):
-        cells = "".join(
-            f'<td data-col="{k}"{" class=best" if best else ""}>{escape(text)}</td>'
-            for k, (text, best) in row["cells"].items()
-        )
-        rows.append(
-            f'<tr data-group="{group["group"]}"><td data-col="label">{escape(row["label"])}</td>'
-            f'<td data-col="lr">{escape(row["lr"])}</td>{cells}'
-            f'<td data-col="stop_reasons" class="text">{escape(row["stops"])}</td></tr>'
-        )
-    return (
-        f'<table id="summary"><thead><tr><th>configuration</th><th>lr</th>{head}<th>stop reasons</th></tr>'
-        f"</thead><tbody>{''.join(rows)}</tbody></table>"
-    )
+        texts = {"label": escape(row["label"]), "lr": escape(row["lr"]), "at_goal": escape(row["at_goal"])}
+        texts["stop_reasons"] = _items(row["stops"])
+        cells = []
+        for k, _, numeric in columns:
+            if k in row["cells"]:
+                text, best = row["cells"][k]
+                cells.append(f"<td{attrs(k, numeric, best)}>{_values(text)}</td>")
+            else:
+                cells.append(f"<td{attrs(k, numeric)}>{texts[k]}</td>")
+        mark = ' class="recommended" title="recommended"' if choice is not None and row["label"] == choice else ""
+        rows.append(f'<tr data-group="{group["group"]}"{mark}>{"".join(cells)}</tr>')
+    css = "results" if keys is None else "results second"
+    body = f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+    return f'<table id="{table_id}" class="{css}">{body}</table>'
 
 
 def _runs_table(result: dict) -> str:
     metric = result["metric"]
     cols = ("seed", metric, "test_loss", "updates", "samples_seen", "seconds", "samples_per_s", "goal_seconds")
-    head = "".join(f"<th>{escape(c)}</th>" for c in ("configuration", *cols, "stop reason"))
+    head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in ("configuration", *cols))
+    head += '<th class="text">stop reason</th>'
     body = []
     for run in result["runs"]:
         cells = []
@@ -72,33 +139,101 @@ def _runs_table(result: dict) -> str:
             f"<tr><td>{escape(run['label'])}</td>{''.join(f'<td>{c}</td>' for c in cells)}"
             f'<td class="text">{escape(reason)}</td></tr>'
         )
-    return f'<table id="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def _environment(result: dict) -> str:
-    env = result.get("environment", {})
-    rows = [(k, env.get(k)) for k in ("python", "platform", "cpu", "cpu_count", "usable_cores", "memory_gb")]
-    rows += [("workers", result.get("workers")), ("torch threads per worker", result.get("threads_per_worker"))]
-    rows += [(name, version) for name, version in env.get("libraries", {}).items()]
-    body = "".join(f'<tr><td>{escape(str(k))}</td><td class="text">{escape(str(v))}</td></tr>' for k, v in rows)
-    return f'<table id="environment"><tbody>{body}</tbody></table>'
+    return f'<table id="runs" class="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 FIGURES = {
     "val_accuracy": "Validation accuracy against updates, samples seen and wall seconds.",
     "val_r2": "Validation R² against updates, samples seen and wall seconds.",
-    "val_loss": "Validation loss against updates, samples seen and wall seconds.",
-    "lr": "Learning rate over the run.",
-    "test": "Test metric per configuration (mean ± std over seeds).",
+    "val_loss": "Validation loss against updates, samples seen and wall seconds (log scale).",
+    "lr": "Learning rate over the run (shown because a schedule changed it).",
+    "test": "Test metric per configuration (mean ± std over seeds); the leaders zoomed when the rest stretch "
+    "the axis.",
 }
 
 
-def render_html(result: dict, plots: dict[str, Path], advice: Recommendation | None = None) -> str:
-    """The report as one HTML string; `plots` are inlined, so the file needs nothing else."""
-    advice = advice or recommend(result)
+# ---------------------------------------------------------------------------------------------------------
+# The sections, in page order. Each returns its HTML, or "" to leave itself out.
+
+
+def recommendation_section(page: Page) -> str:
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in page.advice.reasons)
+    return (
+        f'<section id="recommendation"><h2>Recommendation</h2>'
+        f'<p class="headline">{escape(page.advice.headline)}</p><ul>{reasons}</ul></section>'
+    )
+
+
+def results_section(page: Page) -> str:
+    later = ["label", *(k for k, _, _ in _columns(page.result) if k not in FIRST)]
+    tables = _summary_table(page, "summary") + _summary_table(page, "summary-rest", later)
+    return f"""<section id="results"><h2>Results</h2>{tables}
+<p class="note">Mean ± standard deviation over seeds. Bold green: the best of its column (for the goal
+columns, among configurations that reached the goal in every seed). At goal: the seeds that reached the goal,
+which the goal columns average. Time and samples to the goal are measured at evaluations, so they are exact to
+one evaluation interval. Interrupted or failed runs are left out of the statistics.</p></section>"""
+
+
+def plots_section(page: Page) -> str:
+    figures = "".join(
+        f'<figure><img src="{_img(path)}" data-plot="{escape(name)}" alt="{escape(FIGURES.get(name, name))}">'
+        f"<figcaption>{escape(FIGURES.get(name, name))}</figcaption></figure>"
+        for name, path in page.plots.items()
+    )
+    return f'<section id="plots"><h2>Plots</h2>{figures}</section>'
+
+
+def tuning_section(page: Page) -> str:
+    """The lr range test of each configuration (`cadence compare --tune-lr`, issue 13), or "". Drawn by
+    reports/tuning.py, which also builds the page of `cadence tune`."""
+    from cadence.reports.tuning import tuning_html
+
+    return tuning_html(page.result)
+
+
+def runs_section(page: Page) -> str:
+    runs = page.result["runs"]
+    return (
+        f'<section id="every-run"><h2>Every run</h2><details><summary>{len(runs)} runs</summary>'
+        f"{_runs_table(page.result)}</details></section>"
+    )
+
+
+def configuration_section(page: Page) -> str:
+    config_yaml = dump_compare_file(page.result["config"], page.result["compare"])
+    return (
+        '<section id="configuration"><h2>Exact configuration</h2><p class="note">Rerun it with '
+        "<code>cadence compare -c compare.yaml</code>; results.json holds each run's full config and history.</p>"
+        f'<pre id="config">{escape(config_yaml)}</pre></section>'
+    )
+
+
+def machine_section(page: Page) -> str:
+    result = page.result
+    env = result.get("environment", {})
+    rows = [(k, env.get(k)) for k in ("python", "platform", "cpu", "cpu_count", "usable_cores", "memory_gb")]
+    rows += [("workers", result.get("workers")), ("torch threads per worker", result.get("threads_per_worker"))]
+    rows += [(name, version) for name, version in env.get("libraries", {}).items()]
+    body = "".join(f'<tr><td>{escape(str(k))}</td><td class="text">{escape(str(v))}</td></tr>' for k, v in rows)
+    table = f'<table id="environment"><tbody>{body}</tbody></table>'
+    return f'<section id="machine"><h2>Machine and libraries</h2>{table}</section>'
+
+
+SECTIONS: tuple[Callable[[Page], str], ...] = (
+    recommendation_section,
+    results_section,
+    plots_section,
+    tuning_section,
+    runs_section,
+    configuration_section,
+    machine_section,
+)
+
+
+def _header(page: Page) -> str:
+    result = page.result
     data = result["data"]
     seeds = len(result["compare"]["seeds"])
-    title = f"Cadence compare: {data['name']}"
     meta = (
         f"{escape(data['description'])} ({escape(data.get('split', ''))}) · "
         f"{result.get('n_configurations', len(result['groups']))} configurations × {seeds} seeds · "
@@ -113,63 +248,24 @@ def render_html(result: dict, plots: dict[str, Path], advice: Recommendation | N
             "are reported; runs still going were stopped and are marked interrupted.</p>"
         )
     command = (
-        f"<p class=meta>Command: <code>{escape(result['command'])}</code></p>" if result.get("command") else ""
+        f'<p class="meta">Command: <code>{escape(result["command"])}</code></p>' if result.get("command") else ""
     )
-    reasons = "".join(f"<li>{escape(r)}</li>" for r in advice.reasons)
-    figures = "".join(
-        f'<figure><img src="{_img(path)}" alt="{escape(FIGURES.get(name, name))}">'
-        f"<figcaption>{escape(FIGURES.get(name, name))}</figcaption></figure>"
-        for name, path in plots.items()
-    )
-    config_yaml = dump_compare_file(result["config"], result["compare"])
+    title = f"Cadence compare: {data['name']}"
+    heading = f"<h1>{escape(title)}: which strategy, optimizer and schedule?</h1>"
+    return f'{heading}<p class="meta">{meta}</p>{command}{warning}'
+
+
+def render_html(result: dict, plots: dict[str, Path], advice: Recommendation | None = None) -> str:
+    """The report as one HTML string; `plots` are inlined, so the file needs nothing else."""
+    page = Page(result, plots, advice or recommend(result))
+    body = "\n".join(part for part in (_header(page), *(section(page) for section in SECTIONS)) if part)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)}</title><style>{CSS}</style></head>
+<title>{escape(f"Cadence compare: {result['data']['name']}")}</title><style>{CSS}</style></head>
 <body>
-<h1>{escape(title)}: which strategy, optimizer and schedule?</h1>
-<p class="meta">{meta}</p>{command}{warning}
-<section id="recommendation"><h2>Recommendation</h2>
-<p class="headline">{escape(advice.headline)}</p><ul>{reasons}</ul></section>
-<section><h2>Results</h2><div class="wide">{_summary_table(result)}</div>
-<p class="note">Mean ± standard deviation over seeds. Bold green: the best of its column (for the goal
-columns, among configurations that reached the goal in every seed). Time and samples to the goal are
-measured at evaluations, so they are exact to one evaluation interval. Interrupted or failed runs are
-left out of the statistics.</p></section>
-<section id="plots"><h2>Plots</h2>{figures}</section>{tuning_section(result)}
-<section><h2>Every run</h2><details><summary>{len(result["runs"])} runs</summary>
-<div class="wide">{_runs_table(result)}</div></details>
-</section>
-<section><h2>Exact configuration</h2><p class="note">Rerun it with <code>cadence compare -c compare.yaml</code>;
-results.json holds each run's full config and history.</p><pre id="config">{escape(config_yaml)}</pre></section>
-<section><h2>Machine and libraries</h2>{_environment(result)}</section>
+{body}
 </body></html>
 """
-
-
-def tuning_section(result: dict, plots: dict[str, Path] | None = None) -> str:
-    """The tuning section (issue 13), or "" when `result` holds no tuning: the lr range test of each
-    configuration (`result["lr_find"]`, from `cadence compare --tune-lr`), batch-size advice
-    (`result["batch_size"]`) and an Optuna study (`result["trials"]`, with its Optuna plots in `plots`).
-    The pieces are drawn by reports/tuning.py; figures are inlined like the rest of the page."""
-    from cadence.reports import tuning
-
-    parts = []
-    if result.get("lr_find"):
-        parts.append(
-            '<section id="lr-find"><h2>Learning rates from the range test</h2><p class="note">Each '
-            "configuration's lr was set by a learning-rate range test (the lr growing exponentially over a "
-            "short run of its first seed's model, loss smoothed, the rule's pick marked) before its runs, which "
-            f"start from fresh weights.</p>{tuning.lr_find_html(result['lr_find'])}</section>"
-        )
-    if result.get("batch_size"):
-        parts.append(
-            f'<section id="batch-size"><h2>Batch size</h2>{tuning.batch_size_html(result["batch_size"])}</section>'
-        )
-    if result.get("trials") is not None and result.get("study"):
-        parts.append(
-            f'<section id="study"><h2>Hyperparameter search</h2>{tuning.study_html(result, plots or {})}</section>'
-        )
-    return "".join(parts)
 
 
 def write_html(

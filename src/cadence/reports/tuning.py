@@ -2,7 +2,7 @@
 (optimization history, parallel coordinate, parameter importance: its matplotlib backend, no plotly), rich
 tables for the terminal, and the HTML pieces html.tuning_section assembles. Reads JSON-ready dicts
 (LRRangeResult.to_dict(), BatchSizeAdvice.to_dict(), TuneResult.to_dict()), except the Optuna plots,
-which need the study itself.
+which need the study itself. html.tuning_section puts `tuning_html` into the comparison report.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def batch_size_table(advice: dict) -> Table:
     return table
 
 
-# ---- HTML pieces (html.tuning_section puts them together) ----------------------------------------------
+# ---- HTML pieces ----------------------------------------------------------------------------------------
 
 
 def _figure(png: bytes, caption: str) -> str:
@@ -298,9 +298,32 @@ def study_html(summary: dict, plots: dict[str, Path]) -> str:
     )
 
 
+def tuning_html(result: dict, plots: dict[str, Path] | None = None) -> str:
+    """The tuning sections, or "" when `result` holds no tuning: the lr range test of each configuration
+    (`result["lr_find"]`, from `cadence compare --tune-lr`), batch-size advice (`result["batch_size"]`) and an
+    Optuna study (`result["trials"]`, with its Optuna plots in `plots`). Figures are inlined."""
+    parts = []
+    if result.get("lr_find"):
+        parts.append(
+            '<section id="lr-find"><h2>Learning rates from the range test</h2><p class="note">Each '
+            "configuration's lr was set by a learning-rate range test (the lr growing exponentially over a "
+            "short run of its first seed's model, loss smoothed, the rule's pick marked) before its runs, which "
+            f"start from fresh weights.</p>{lr_find_html(result['lr_find'])}</section>"
+        )
+    if result.get("batch_size"):
+        parts.append(
+            f'<section id="batch-size"><h2>Batch size</h2>{batch_size_html(result["batch_size"])}</section>'
+        )
+    if result.get("trials") is not None and result.get("study"):
+        parts.append(
+            f'<section id="study"><h2>Hyperparameter search</h2>{study_html(result, plots or {})}</section>'
+        )
+    return "".join(parts)
+
+
 def write_tuning_report(summary: dict, plots: dict[str, Path], path: str | Path) -> Path:
     """The study's self-contained HTML page (report.html of `cadence tune`)."""
-    from cadence.reports.html import CSS, tuning_section
+    from cadence.reports.html import CSS
 
     title = f"Cadence tune: {summary.get('data', {}).get('name', '')}"
     meta = (
@@ -315,7 +338,7 @@ def write_tuning_report(summary: dict, plots: dict[str, Path], path: str | Path)
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title><style>{CSS}</style></head>
 <body><h1>{escape(title)}</h1><p class="meta">{meta}</p>{command}
-{tuning_section(summary, plots)}
+{tuning_html(summary, plots)}
 </body></html>
 """
     path = Path(path)
@@ -334,5 +357,6 @@ __all__ = [
     "save_png",
     "study_html",
     "trials_table",
+    "tuning_html",
     "write_tuning_report",
 ]
