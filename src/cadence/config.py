@@ -7,12 +7,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from cadence.errors import ConfigError
+from cadence.errors import ConfigError, clip, clip_text
 
 
 class Strategy(StrEnum):
@@ -27,17 +35,39 @@ class Strategy(StrEnum):
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1 (`lr: true` trained with lr 1.0). Strict mode would also refuse
+        # the strings YAML 1.1 makes of `1e-3`, so only booleans are refused.
+        items = value if isinstance(value, tuple | list) else (value,)
+        if any(isinstance(v, bool) for v in items) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got the boolean {value!r}. Fix: write a number (e.g. 1.0)")
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """True for int/float fields and tuples of them (optional or not); never for bool fields."""
+    if annotation in (int, float):
+        return True
+    args = [a for a in get_args(annotation) if a is not type(None) and a is not Ellipsis]
+    return bool(args) and bool not in args and all(_numeric(a) for a in args)
+
 
 class DataConfig(_Model):
     """Where the data comes from and how it is split and scaled."""
 
     name: str = Field("digits", description="digits | fashion-mnist | mnist | a .csv file | an image folder")
-    data_dir: Path | None = None
+    data_dir: Path | None = Field(None, description="where the fashion-mnist/mnist IDX files are")
     target: str | None = Field(None, description="target column of a CSV file")
-    task: Literal["auto", "classification", "regression"] = "auto"
-    image_size: tuple[int, int] = (28, 28)
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    task: Literal["auto", "classification", "regression"] = Field(
+        "auto", description="auto: integer targets are classes, float targets regression"
+    )
+    image_size: tuple[int, int] = Field((28, 28), description="(height, width) images of a folder are resized to")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the samples held out for validation")
+    test_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="share held out for the test (ignored where the data set has its own)"
+    )
     standardize: Literal["auto", "feature", "global", "none"] = Field(
         "auto", description="auto: one mean/std over all pixels for images, per feature for tabular data"
     )
@@ -55,10 +85,12 @@ class DataConfig(_Model):
 class ModelConfig(_Model):
     """A built-in model by spec (`mlp:128,64`, `cnn`, `logreg`) or `package.module:factory`."""
 
-    spec: str = "mlp:128,64"
-    activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_norm: bool = False
+    spec: str = Field("mlp:128,64", description="mlp:W1,W2,... | logreg | cnn | package.module:factory")
+    activation: Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"] = Field(
+        "relu", description="hidden-layer activation of built models"
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability after each hidden layer")
+    batch_norm: bool = Field(False, description="batch normalization after each hidden layer")
     init: Literal["default", "xavier", "glorot", "kaiming", "he", "normal", "orthogonal"] = Field(
         "default", description="weight init of built models (models/init.py); default keeps torch's"
     )
@@ -73,11 +105,11 @@ class ModelConfig(_Model):
 class StrategyConfig(_Model):
     """The training cadence. `batch_size` is used by mini-batch; `chunk_size` bounds memory per chunk."""
 
-    name: Strategy = Strategy.MINI_BATCH
-    batch_size: int = Field(64, gt=0)
-    drop_last: bool = False
+    name: Strategy = Field(Strategy.MINI_BATCH, description="which samples feed each update")
+    batch_size: int = Field(64, gt=0, description="samples per mini-batch update (mini-batch only)")
+    drop_last: bool = Field(False, description="drop the last, smaller batch of each epoch")
     chunk_size: int = Field(8192, gt=0, description="max samples per forward/backward (full-batch)")
-    shuffle: bool = True
+    shuffle: bool = Field(True, description="reshuffle the training samples every epoch")
     accumulate: int = Field(1, gt=0, description="micro-batches (of batch_size) summed into one update")
 
     @model_validator(mode="after")
@@ -93,12 +125,16 @@ class StrategyConfig(_Model):
 class OptimizerConfig(_Model):
     """Optimizer by name; hyperparameters keep torch.optim's names."""
 
-    name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0.0)
-    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = Field(
+        "sgd", description="torch.optim optimizer by name"
+    )
+    lr: float = Field(0.01, gt=0.0, description="learning rate")
+    momentum: float | None = Field(
+        None, ge=0.0, lt=1.0, description="sgd/rmsprop: 0 unless set; momentum/nesterov: 0.9 unless set"
+    )
     weight_decay: float | None = Field(None, ge=0.0, description="default: 0, or 0.01 for adamw")
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0.0)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw: decay rates of the moments")
+    eps: float = Field(1e-8, gt=0.0, description="adagrad/rmsprop/adam: added to the denominator")
     alpha: float = Field(0.99, gt=0.0, lt=1.0, description="RMSprop smoothing constant (rho)")
     clip_norm: float | None = Field(None, gt=0.0, description="clip the global gradient L2 norm to this")
     clip_value: float | None = Field(None, gt=0.0, description="clip each gradient entry to [-v, v]")
@@ -115,12 +151,12 @@ class PlateauConfig(_Model):
 
     metric: str = Field("val_loss", description="a record key: val_loss, val_accuracy, ... or train_loss")
     mode: Literal["auto", "min", "max"] = Field("auto", description="auto: min for losses/errors, else max")
-    factor: float = Field(0.1, gt=0.0, lt=1.0)
-    patience: int = Field(10, ge=0)
-    threshold: float = Field(1e-4, ge=0.0)
-    threshold_mode: Literal["rel", "abs"] = "rel"
-    cooldown: int = Field(0, ge=0)
-    min_lr: float = Field(0.0, ge=0.0)
+    factor: float = Field(0.1, gt=0.0, lt=1.0, description="lr multiplier per cut")
+    patience: int = Field(10, ge=0, description="evaluations without improvement before a cut")
+    threshold: float = Field(1e-4, ge=0.0, description="least change that counts as an improvement")
+    threshold_mode: Literal["rel", "abs"] = Field("rel", description="threshold relative to the best, or absolute")
+    cooldown: int = Field(0, ge=0, description="evaluations after a cut before counting again")
+    min_lr: float = Field(0.0, ge=0.0, description="the cuts never take the lr below this")
 
 
 class ScheduleConfig(_Model):
@@ -131,9 +167,9 @@ class ScheduleConfig(_Model):
     """
 
     name: Literal["constant", "exponential", "inverse-time", "step", "cosine", "cosine-restarts", "plateau"] = (
-        "constant"
+        Field("constant", description="learning-rate schedule by name")
     )
-    per: Literal["update", "epoch"] = "update"
+    per: Literal["update", "epoch"] = Field("update", description="the schedule's time unit")
     gamma: float | None = Field(None, gt=0.0, description="exponential/step: decay factor; inverse-time: power")
     beta: float | None = Field(None, gt=0.0, description="inverse-time: lr0 / (1 + beta*t)**gamma")
     step_size: int | None = Field(None, gt=0, description="step: multiply by gamma every step_size steps")
@@ -142,7 +178,7 @@ class ScheduleConfig(_Model):
     T_0: int | None = Field(None, gt=0, description="cosine-restarts: length of the first cycle")
     T_mult: int = Field(1, ge=1, description="cosine-restarts: each cycle is T_mult times the previous")
     warmup_updates: int = Field(0, ge=0, description="linear warm-up over this many updates, then the schedule")
-    plateau: PlateauConfig | None = None
+    plateau: PlateauConfig | None = Field(None, description="reduce-on-plateau cuts on top of the schedule")
 
     @model_validator(mode="after")
     def _required(self) -> ScheduleConfig:
@@ -164,24 +200,24 @@ class ScheduleConfig(_Model):
 class StopConfig(_Model):
     """Budgets and stop checks. Every run ends with one StopReason."""
 
-    max_epochs: int | None = Field(10, gt=0)
-    max_updates: int | None = Field(None, gt=0)
-    max_samples: int | None = Field(None, gt=0)
-    max_seconds: float | None = Field(None, gt=0)
+    max_epochs: int | None = Field(10, gt=0, description="budget: passes over the training set")
+    max_updates: int | None = Field(None, gt=0, description="budget: optimizer steps")
+    max_samples: int | None = Field(None, gt=0, description="budget: training samples seen")
+    max_seconds: float | None = Field(None, gt=0, description="budget: wall-clock seconds")
     tol: float | None = Field(None, ge=0.0, description="converged: relative improvement of smoothed loss < tol")
-    convergence_patience: int = Field(3, gt=0)
-    target_loss: float | None = None
+    convergence_patience: int = Field(3, gt=0, description="evaluations in a row below tol before converged")
+    target_loss: float | None = Field(None, description="converged once the training loss is at or below this")
     early_stopping_metric: str | None = Field(None, description="e.g. val_loss, val_accuracy")
-    early_stopping_patience: int = Field(5, gt=0)
-    early_stopping_min_delta: float = Field(0.0, ge=0.0)
-    restore_best_weights: bool = True
+    early_stopping_patience: int = Field(5, gt=0, description="evaluations without improvement before stopping")
+    early_stopping_min_delta: float = Field(0.0, ge=0.0, description="least change that counts as an improvement")
+    restore_best_weights: bool = Field(True, description="early-stopped runs end with the best weights seen")
     on_nonfinite: Literal["stop", "skip", "rollback"] = Field(
         "stop",
         description="a non-finite loss or gradient: stop (diverged), skip the update, or rollback to the "
         "last checkpoint with the lr scaled by rollback_lr_factor",
     )
     max_skips: int = Field(10, gt=0, description="non-finite updates in a row tolerated before diverged")
-    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="lr multiplier at each rollback")
 
     @model_validator(mode="after")
     def _some_budget(self) -> StopConfig:
@@ -193,15 +229,15 @@ class StopConfig(_Model):
 class EvalConfig(_Model):
     """When to evaluate: every N updates (if set) and at every epoch end."""
 
-    every_updates: int | None = Field(None, gt=0)
-    batch_size: int = Field(4096, gt=0)
+    every_updates: int | None = Field(None, gt=0, description="evaluate every N updates (and at each epoch end)")
+    batch_size: int = Field(4096, gt=0, description="samples per forward pass when evaluating")
 
 
 class RegularizationConfig(_Model):
     """Penalties added to the objective: J = J0 + l1*sum|theta| + l2*sum theta^2, once per update."""
 
-    l1: float = Field(0.0, ge=0.0)
-    l2: float = Field(0.0, ge=0.0)
+    l1: float = Field(0.0, ge=0.0, description="L1 penalty: J0 + l1*sum|theta|")
+    l2: float = Field(0.0, ge=0.0, description="L2 penalty: J0 + l2*sum theta^2")
     exclude: tuple[Literal["bias", "norm"], ...] = Field(
         ("bias", "norm"), description="parameters left unpenalized: biases, normalization layers"
     )
@@ -222,7 +258,7 @@ class AugmentConfig(_Model):
 class EnsembleConfig(_Model):
     """K members trained with seeds seed, seed+1, ...; predictions averaged (engine/ensemble.py)."""
 
-    members: int = Field(1, gt=0)
+    members: int = Field(1, gt=0, description="train K members with seeds seed..seed+K-1; average them")
 
 
 class RunConfig(_Model):
@@ -235,8 +271,8 @@ class RunConfig(_Model):
     schedule: ScheduleConfig = ScheduleConfig()
     stop: StopConfig = StopConfig()
     eval: EvalConfig = EvalConfig()
-    seed: int = Field(0, ge=0)
-    device: str = "cpu"
+    seed: int = Field(0, ge=0, description="seeds the split, the init, the sample order and augmentation")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast forward passes to bfloat16")
     regularization: RegularizationConfig = RegularizationConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -253,8 +289,12 @@ class RunConfig(_Model):
             )
         return self
 
-    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
-        """Return a copy with dotted keys (`optimizer.lr`) replaced, checked like the original."""
+    def with_overrides(self, overrides: dict[str, Any], source: str = "overrides") -> RunConfig:
+        """Return a copy with dotted keys (`optimizer.lr`) replaced, checked like the original.
+
+        Args:
+            source: where the overrides come from, for messages ("command-line flags", "train() arguments").
+        """
         tree = self.model_dump(mode="python")
         for dotted, value in overrides.items():
             node = tree
@@ -267,23 +307,29 @@ class RunConfig(_Model):
                 if not isinstance(node.get(part), dict):
                     where = ".".join(parents[: i + 1])
                     raise ConfigError(
-                        f"unknown config key {dotted!r}: {where!r} is not a section. "
+                        f"unknown config key {clip(dotted)}: {clip(where)} is not a section. "
                         f"Allowed sections: {', '.join(k for k, v in tree.items() if isinstance(v, dict))}."
                     )
                 node = node[part]
             node[leaf] = value
-        return build_config(tree)
+        return build_config(tree, source=source)
+
+
+MAX_LISTED_ERRORS = 20  # a tree of thousands of bad values still makes a message of a screen
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    errors = err.errors()
+    for e in errors[:MAX_LISTED_ERRORS]:
+        where = clip_text(".".join(str(p) for p in e["loc"])) or "(top level)"
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(e["loc"][:-1])
-            lines.append(f"unknown key '{where}' = {e.get('input')!r}; allowed keys here: {allowed}")
+            lines.append(f"unknown key '{where}' = {clip(e.get('input'))}; allowed keys here: {allowed}")
         else:
-            lines.append(f"'{where}' = {e.get('input')!r}: {e['msg']}")
+            lines.append(f"'{where}' = {clip(e.get('input'))}: {e['msg']}")
+    if len(errors) > MAX_LISTED_ERRORS:
+        lines.append(f"... and {len(errors) - MAX_LISTED_ERRORS} more")
     return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
 
 
@@ -309,23 +355,68 @@ def build_config(tree: dict[str, Any] | None = None, source: str = "config") -> 
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+MAX_YAML_VALUES = 100_000  # after expanding aliases; a config file holds a few hundred
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in `path`, refusing one whose aliases expand past MAX_YAML_VALUES values.
+
+    yaml.safe_load builds an alias-bomb (`a: &a [1,1,1,...]`, `b: &b [*a,*a,...]`, ...) cheaply as shared
+    lists, but everything that walks the result (validation, messages, dumps) then walks 9^7 items.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or too large once expanded.
+    """
+    path = Path(path)
+    try:
+        loader = yaml.SafeLoader(path.read_text())
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_size(node, {}, path)
+            return None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist. Fix: pass the path of a YAML file.") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {clip_text(str(err), 600)}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply. Fix: write a flat mapping of sections.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"config file {path} could not be read: {err}. Fix: pass a readable UTF-8 YAML file."
+        ) from None
+
+
+def _check_size(node: yaml.Node, sizes: dict[int, int], path: Path) -> int:
+    """Values under `node` with every alias expanded; each node is counted once (sizes), so this is linear."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] < 0:
+            raise ConfigError(f"config file {path} holds a recursive alias. Fix: remove the self-reference.")
+        return sizes[key]
+    sizes[key] = -1  # being counted: meeting it again below means a cycle
+    children = node.value if isinstance(node, yaml.CollectionNode) else []
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in children for n in pair]
+    size = 1 + sum(_check_size(child, sizes, path) for child in children)
+    if size > MAX_YAML_VALUES:
+        raise ConfigError(
+            f"config file {path} expands to more than {MAX_YAML_VALUES:,} values (nested YAML aliases?). "
+            "Fix: write the settings out; a config needs a few hundred values at most."
+        )
+    sizes[key] = size
+    return size
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML config file into a checked RunConfig.
 
     Raises:
         ConfigError: the file is missing, not YAML, not a mapping, or holds a bad setting.
     """
-    path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist. Fix: pass the path of a YAML file.") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            f"config file {path} could not be read: {err}. Fix: pass a readable UTF-8 YAML file."
-        ) from None
+    tree = read_yaml(path)
     if tree is not None and not isinstance(tree, dict):
         raise ConfigError(
             f"config file {path} must hold a mapping of sections (data, model, strategy, ...); "

@@ -5,6 +5,8 @@ Every message says what is wrong, where, the value received, what is allowed and
 
 from __future__ import annotations
 
+import reprlib
+
 
 class CadenceError(Exception):
     """Base class of every error Cadence raises on purpose."""
@@ -32,3 +34,24 @@ class CheckpointError(CadenceError):
 
 class StreamError(CadenceError):
     """A stream could not be read or acknowledged."""
+
+
+ECHO_LIMIT = 200  # characters of a user's value an error message repeats
+
+
+def clip(value: object, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` cut to at most `limit` characters, without building the whole repr of a huge value.
+
+    Messages repeat what they received; a value built from YAML aliases can hold millions of items, and its
+    full repr would be a message of megabytes.
+    """
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    short.maxdict = short.maxlist = short.maxtuple = short.maxset = 8
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip_text(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to at most `limit` characters (for text quoted as is, such as a parser's message)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

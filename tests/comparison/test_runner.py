@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cadence.comparison import build_compare_config, compare
 from cadence.config import build_config
 
@@ -59,3 +61,20 @@ def test_ctrl_c_stops_the_grid_and_keeps_finished_runs_in_results_and_report(tmp
     assert "Interrupted (Ctrl-C)" in (out / "report.html").read_text()
     assert f"interrupted: kept {len(tree['runs'])} of 12 runs" in stderr
     assert stdout.strip().endswith(f"report: {out / 'report.html'}")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_while_a_result_is_saved_ends_the_grid_as_interrupted(blobs, workers):
+    """The signal can land inside on_result (saving results.json): compare() must still return."""
+    base = build_config({"model": {"spec": "mlp:8"}, "threads": 1})
+    grid = {"strategies": ["online"], "optimizers": ["sgd"], "seeds": 4, "budget": {"epochs": 1}}
+    calls = []
+
+    def save(partial):
+        calls.append(len(partial.runs))
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived while the first result was being written
+
+    result = compare(base, build_compare_config({**grid, "workers": workers}), data=blobs, on_result=save)
+    assert result.meta["interrupted"] is True
+    assert 1 <= len(result.runs) < 4 and result.runs[0]["stop_reason"] in ("budget", "interrupted")

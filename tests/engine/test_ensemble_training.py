@@ -12,7 +12,7 @@ from cadence.errors import ConfigError
 
 def test_ensemble_members_differ_by_seed_and_the_average_beats_their_mean_log_loss():
     data = cadence.load_data(DataConfig(limit=600))
-    result = cadence.train_ensemble(data, members=3, threads=1, optimizer="adam", lr=1e-3, max_epochs=4)
+    result = cadence.train_ensemble(data=data, members=3, threads=1, optimizer="adam", lr=1e-3, max_epochs=4)
     assert [r.config.seed for r in result.members] == [0, 1, 2]
     w = [r.model[1].weight for r in result.members]
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])

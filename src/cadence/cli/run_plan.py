@@ -68,7 +68,7 @@ def plan_run(
     else:
         base = load_config(config_file) if config_file else build_config()
         default_dir = None
-    cfg = base.with_overrides(overrides)
+    cfg = base.with_overrides(overrides, source="command-line flags")
     run_dir = out or default_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
     callbacks = []
     if ckpt is not None or any(v is not None for v in settings.values()):

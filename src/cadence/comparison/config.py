@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cadence.config import OptimizerConfig, RunConfig, ScheduleConfig, Strategy, build_config
-from cadence.errors import ConfigError
+from cadence.config import OptimizerConfig, RunConfig, ScheduleConfig, Strategy, build_config, read_yaml
+from cadence.errors import ConfigError, clip
 
 BUDGET_MODES = ("epochs", "samples", "updates", "seconds")
 
@@ -182,7 +182,7 @@ def _format(err: ValidationError, source: str) -> str:
                 f"unknown key '{where}'; allowed keys in compare: {', '.join(CompareConfig.model_fields)}"
             )
         else:
-            lines.append(f"'{where}' = {e.get('input')!r}: {e['msg']}")
+            lines.append(f"'{where}' = {clip(e.get('input'))}: {e['msg']}")
     return f"invalid compare settings in {source}:\n  " + "\n  ".join(lines)
 
 
@@ -205,17 +205,14 @@ def load_compare_file(path: str | Path) -> tuple[RunConfig, CompareConfig]:
         ConfigError: a missing or malformed file, or a bad setting in either part.
     """
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist. Fix: pass the path of a YAML file.") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    tree = read_yaml(path) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections; got a {type(tree).__name__}")
     compare = tree.pop("compare", None) or {}
     if not isinstance(compare, dict):
-        raise ConfigError(f"'compare' in {path} must be a mapping (strategies, optimizers, ...); got {compare!r}")
+        raise ConfigError(
+            f"'compare' in {path} must be a mapping (strategies, optimizers, ...); got {clip(compare)}"
+        )
     _refuse_per_run_keys(tree, path)
     return build_config(tree, source=str(path)), build_compare_config(compare, source=str(path))
 

@@ -101,6 +101,24 @@ class CompareResult:
     runs: list[dict]
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # the dataclass repr would print every run's history
+        data = self.meta.get("data", {}).get("name", "?")
+        budget = self.meta.get("budget", {}).get("description", "?")
+        return f"CompareResult({len(self.runs)} runs on {data}, {budget})"
+
+    def to_pandas(self):
+        """One row per run (its config columns, metrics, stop reason and goal times; no history): pandas."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "CompareResult.to_pandas() needs pandas. Fix: pip install 'cadence[pandas]'."
+            ) from None
+        skip = ("history", "run_config")
+        return pd.DataFrame.from_records(
+            [{k: v for k, v in r.items() if k not in skip} for r in self.annotated_runs()]
+        )
+
     @property
     def task(self) -> str:
         return self.meta.get("data", {}).get("task", "classification")

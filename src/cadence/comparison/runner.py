@@ -199,9 +199,9 @@ def _run_here(order: Sequence[Job], display: LiveDisplay | None, collect) -> boo
     for job in order:
         try:
             record = execute(job, display.handle if display else None)
+            collect(record)  # collect appends first: Ctrl-C during its on_result save keeps the record
         except KeyboardInterrupt:  # outside train(), which turns Ctrl-C into an `interrupted` run
             return True
-        collect(record)
         if record["stop_reason"] == StopReason.INTERRUPTED:
             return True
     return False
@@ -236,11 +236,14 @@ def _run_in_workers(order: Sequence[Job], workers: int, data, display: LiveDispl
             if display:
                 display.handle(event)
 
+    collected: set[Future] = set()
+
     def gather(done) -> None:
         drain()
         for future in sorted(done, key=lambda f: futures[f].index):
-            if future.cancelled():
+            if future.cancelled() or future in collected:
                 continue
+            collected.add(future)
             error = future.exception()
             if error is None:
                 if future.result() is not None:
@@ -251,9 +254,12 @@ def _run_in_workers(order: Sequence[Job], workers: int, data, display: LiveDispl
 
     try:
         while pending:
+            done: set[Future] = set()
             try:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                gather(done)  # inside the guard: Ctrl-C while on_result saves must not escape either
             except KeyboardInterrupt:
+                pending |= {f for f in done if f not in collected}  # gathered on the next pass
                 interrupted = True
                 stop.set()
                 for future in pending:
@@ -263,7 +269,6 @@ def _run_in_workers(order: Sequence[Job], workers: int, data, display: LiveDispl
                         "Ctrl-C: stopping the running runs at their next update; keeping finished results"
                     )
                 continue
-            gather(done)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         drain()

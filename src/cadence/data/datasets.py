@@ -54,6 +54,9 @@ class Dataset:
             else (1 if self.y_train.ndim == 1 else int(self.y_train.shape[1]))
         )
 
+    def __repr__(self) -> str:  # the dataclass repr would print every tensor
+        return f"Dataset({self.describe()})"
+
     def describe(self) -> str:
         return (
             f"{self.name}: {self.task}, input {self.input_shape}, "

@@ -4,6 +4,7 @@ ensemble that averages their predictions (models/ensemble.py), evaluated like a 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,22 +44,37 @@ class EnsembleRun:
 
 
 def train_ensemble(
-    data: Dataset | tuple | None = None,
+    model: str | None = None,
+    data: Dataset | tuple | str | None = None,
     config: RunConfig | dict | None = None,
-    members: int | None = None,
     *,
+    members: int | None = None,
     callbacks_for: Callable[[int], Sequence[Callback]] | None = None,
     **overrides,
 ) -> EnsembleRun:
     """Train `members` models (default `config.ensemble.members`) differing only in seed; average them.
 
-    Member i uses seed + i (its init, sample order and augmentation); every member sees the same data split,
-    made once with the base seed, so the ensemble's test set is each member's test set.
+    Arguments as `train(model, data, config, **overrides)`; `model` is a spec such as "mlp:128,64" (each
+    member builds its own), or None for `config.model.spec`. Member i uses seed + i (its init, sample order
+    and augmentation); every member sees the same data split, made once with the base seed, so the
+    ensemble's test set is each member's test set.
 
     Raises:
         ConfigError, DataError: as `train`, before any member is trained.
     """
-    config = resolve_config(config, overrides)
+    if model is not None and not isinstance(model, str):  # the old order: (data, config, members)
+        warnings.warn(
+            "train_ensemble(data, config, members) is deprecated; the arguments are now "
+            "(model, data, config, members=...) as for train(). Fix: pass data=... by keyword.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        model, data, config, members = None, model, data, config if isinstance(config, int) else members
+    if isinstance(model, str):
+        overrides = {**overrides, "model.spec": model}
+    if isinstance(data, str):
+        overrides, data = {**overrides, "data.name": data}, None
+    config = resolve_config(config, overrides, caller="train_ensemble()")
     k = members or config.ensemble.members
     base = config.with_overrides({"ensemble.members": 1})
     data = as_dataset(data, base)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,9 @@ import torch
 from torch import nn
 
 from cadence.config import RunConfig, Strategy, build_config
-from cadence.data.datasets import Dataset, from_arrays, load_data
+from cadence.config_keys import short_names
+from cadence.data import inputs
+from cadence.data.datasets import Dataset
 from cadence.engine import checkpoint, fast, resume
 from cadence.engine.evaluate import evaluate, metric_names
 from cadence.engine.events import Callback, TrainState
@@ -20,55 +23,27 @@ from cadence.engine.run import Run
 from cadence.engine.step import step
 from cadence.engine.stopping import Stopping, StopReason
 from cadence.engine.strategies import Update, updates_per_epoch
-from cadence.errors import ConfigError, DataError
+from cadence.errors import ConfigError, clip
 from cadence.models import build_model
 from cadence.optim import build_optimizer
 
-# Short keyword names accepted by train(**overrides), mapped to their place in RunConfig.
-SHORTCUTS = {
-    "strategy": "strategy.name",
-    "batch_size": "strategy.batch_size",
-    "chunk_size": "strategy.chunk_size",
-    "drop_last": "strategy.drop_last",
-    "optimizer": "optimizer.name",
-    "lr": "optimizer.lr",
-    "momentum": "optimizer.momentum",
-    "weight_decay": "optimizer.weight_decay",
-    "schedule": "schedule.name",
-    "warmup_updates": "schedule.warmup_updates",
-    "plateau_metric": "schedule.plateau.metric",
-    "l1": "regularization.l1",
-    "l2": "regularization.l2",
-    "clip_norm": "optimizer.clip_norm",
-    "clip_value": "optimizer.clip_value",
-    "accumulate": "strategy.accumulate",
-    "precision": "precision",
-    "init": "model.init",
-    "max_epochs": "stop.max_epochs",
-    "max_updates": "stop.max_updates",
-    "max_samples": "stop.max_samples",
-    "max_seconds": "stop.max_seconds",
-    "tol": "stop.tol",
-    "target_loss": "stop.target_loss",
-    "early_stopping": "stop.early_stopping_metric",
-    "patience": "stop.early_stopping_patience",
-    "eval_every_updates": "eval.every_updates",
-    "seed": "seed",
-    "threads": "threads",
-    "model": "model.spec",
-}
 
-
-def resolve_config(config: RunConfig | dict | None, overrides: dict) -> RunConfig:
-    """A checked RunConfig from a config (or dict) plus keyword overrides (short names or dotted keys)."""
+def resolve_config(config: RunConfig | dict | None, overrides: dict, caller: str = "train()") -> RunConfig:
+    """A checked RunConfig from a config (or dict) plus keyword overrides: short names (`lr`, `max_epochs`:
+    cadence.config_keys.short_names()) or dotted keys (`"optimizer.betas"`, or `optimizer__betas`)."""
     base = config if isinstance(config, RunConfig) else build_config(config)
-    unknown = [k for k in overrides if k not in SHORTCUTS and "." not in k and "__" not in k]
+    names = short_names()
+    unknown = [k for k in overrides if k not in names and "." not in k and "__" not in k]
     if unknown:
+        close = {m for k in unknown for m in difflib.get_close_matches(k, names, n=3, cutoff=0.55)}
         raise ConfigError(
-            f"unknown train() argument(s) {unknown}. Allowed: {', '.join(SHORTCUTS)}, "
-            "or a dotted config key such as 'optimizer.betas'."
+            f"unknown {caller} argument(s) {clip(unknown)}"
+            + (f"; did you mean {', '.join(sorted(close))}?" if close else ".")
+            + " Fix: use a config key's short name (lr, batch_size, max_epochs, ...; all in "
+            "cadence.config_keys.short_names()) or a dotted key such as 'optimizer.betas'."
         )
-    return base.with_overrides({SHORTCUTS.get(k, k).replace("__", "."): v for k, v in overrides.items()})
+    dotted = {names.get(k) or k.replace("__", "."): v for k, v in overrides.items()}
+    return base.with_overrides(dotted, source=f"{caller} arguments")
 
 
 def _check_model(model: nn.Module, data: Dataset) -> None:
@@ -113,14 +88,8 @@ def _check_stop_metric(config: RunConfig, data: Dataset) -> None:
 
 
 def as_dataset(data, config: RunConfig) -> Dataset:
-    """`data` as a Dataset: None loads `config.data`, an (x, y) tuple is checked and split, a Dataset is kept."""
-    if data is None:
-        return load_data(config.data, seed=config.seed)
-    if isinstance(data, tuple | list):
-        return from_arrays(*data, config=config.data, seed=config.seed)
-    if not isinstance(data, Dataset):
-        raise DataError(f"data must be a Dataset, an (x, y) tuple or None; got {type(data).__name__}.")
-    return data
+    """`data` as a Dataset (cadence.data.inputs): None loads `config.data`; arrays and torch data are split."""
+    return inputs.as_dataset(data, config.data, config.seed)
 
 
 def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module, Dataset]:
@@ -141,7 +110,7 @@ def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module
 
 def train(
     model: nn.Module | str | None = None,
-    data: Dataset | tuple | None = None,
+    data: Dataset | tuple | str | None = None,
     config: RunConfig | dict | None = None,
     *,
     callbacks: Sequence[Callback] = (),
@@ -154,7 +123,8 @@ def train(
     Args:
         model: any nn.Module, a model spec such as "mlp:128,64", or None for `config.model.spec`;
             specs are built for the data's shape with the run's seed.
-        data: a Dataset, an (x, y) tuple of arrays, or None to load `config.data`.
+        data: a Dataset, an (x, y) tuple of arrays, a torch Dataset/TensorDataset/DataLoader of (x, y)
+            pairs, a data set name ("digits", "file.csv"), or None to load `config.data`.
         config: a RunConfig or a nested dict; keyword overrides (`strategy="online"`, `lr=0.1`,
             `max_epochs=3`, or dotted keys) are applied on top and checked the same way.
         callbacks: Callback objects notified at run start, each update end, each epoch end and run end.
@@ -170,6 +140,9 @@ def train(
     if isinstance(model, str):
         overrides = {**overrides, "model.spec": model}
         model = None
+    if isinstance(data, str):  # a data set's name, recorded in the config like a model spec
+        overrides = {**overrides, "data.name": data}
+        data = None
     ckpt = checkpoint.find(resume_from) if resume_from is not None else None
     if ckpt is not None and config is None:
         config = resume.resume_config(ckpt)

@@ -3,6 +3,8 @@ first update: the StepOptions of every update (penalties, clipping, bf16, augmen
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -14,6 +16,7 @@ from cadence.engine.step import StepOptions
 from cadence.engine.strategies import budget_updates, updates_per_epoch
 from cadence.errors import ConfigError
 from cadence.optim import Schedule, build_schedule, penalized_parameters
+from cadence.optim.schedules import ScheduleWarning, horizon_warnings
 
 
 def step_options(config: RunConfig, model: nn.Module, data: Dataset) -> StepOptions:
@@ -62,4 +65,7 @@ def run_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, data: Data
             )
         chosen = s.plateau.mode if s.plateau else "auto"
         mode = chosen if chosen != "auto" else ("min" if lower_is_better(metric) else "max")
-    return build_schedule(optimizer, s, updates_per_epoch(config.strategy, n), budget_updates(config, n), mode)
+    per_epoch, budget = updates_per_epoch(config.strategy, n), budget_updates(config, n)
+    for message in horizon_warnings(s, per_epoch, budget):
+        warnings.warn(message, ScheduleWarning, stacklevel=3)
+    return build_schedule(optimizer, s, per_epoch, budget, mode)

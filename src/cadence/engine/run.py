@@ -38,6 +38,35 @@ class Run:
     message: str = ""
     skipped_updates: int = 0  # non-finite updates not applied (stop.on_nonfinite skip/rollback)
 
+    def __repr__(self) -> str:  # the dataclass repr holds the config, model and history: 280 KB after 1k epochs
+        name = next((k for k in ("test_accuracy", "test_r2") if k in self.test_metrics), None)
+        shown = f", {name}={self.test_metrics[name]:.4f}" if name else ""
+        c = self.config
+        return (
+            f"Run({c.strategy.name.value} + {c.optimizer.name}, lr={c.optimizer.lr:g}, "
+            f"stop_reason={self.stop_reason.value!r}, updates={self.updates:,}, epochs={self.epochs:g}{shown}, "
+            f"history={len(self.history)} records)"
+        )
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch: 1 online, the whole training set full-batch, `strategy.batch_size` mini-batch
+        (an update sums `strategy.accumulate` such batches)."""
+        strategy = self.config.strategy
+        if strategy.name == "online":
+            return 1
+        if strategy.name == "full-batch":
+            return round(self.samples_seen / self.epochs) if self.epochs else 0  # n_train
+        return strategy.batch_size
+
+    def to_pandas(self):
+        """The history as a pandas DataFrame, one row per evaluation (needs pandas: `pip install pandas`)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Run.to_pandas() needs pandas. Fix: pip install 'cadence[pandas]'.") from None
+        return pd.DataFrame.from_records(self.history)
+
     @property
     def samples_per_s(self) -> float:
         """Training throughput: samples over the seconds spent in updates alone (evaluation excluded)."""
@@ -50,7 +79,7 @@ class Run:
             "strategy": self.config.strategy.name.value,
             "optimizer": self.config.optimizer.name,
             "lr": self.config.optimizer.lr,
-            "batch_size": self.config.strategy.batch_size,
+            "batch_size": self.batch_size,
             "seed": self.config.seed,
             "updates": self.updates,
             "samples_seen": self.samples_seen,

@@ -213,6 +213,43 @@ def build_schedule(
     return Schedule(optimizer, config, updates_per_epoch, max_updates, plateau_mode)
 
 
+class ScheduleWarning(UserWarning):
+    """A schedule that the run's budget cuts short: the warm-up or the decay never completes."""
+
+
+def horizon_warnings(config: ScheduleConfig, updates_per_epoch: int, budget_updates: int | None) -> list[str]:
+    """What of the schedule lies beyond the budget: a warm-up longer than the run, or a cosine, step or
+    restart horizon it never reaches. Empty when it fits, or when only time bounds the run.
+
+    A warm-up of W updates in a run of B < W updates ends at lr0 * B / W: a mistake that trains on and
+    reports poor accuracy without any other sign.
+    """
+    if budget_updates is None:
+        return []
+    budget, warmup = budget_updates, config.warmup_updates
+    if warmup >= budget:
+        return [
+            f"schedule.warmup_updates = {warmup} is not shorter than the run's budget of {budget} updates: the "
+            f"lr only climbs to lr0 * {budget}/{warmup} and the schedule after the warm-up never starts. "
+            f"Fix: lower schedule.warmup_updates (e.g. {max(1, budget // 10)}) or raise the budget."
+        ]
+    unit = "updates" if config.per == "update" else "epochs"
+    left = budget - warmup if config.per == "update" else (budget - warmup) // max(1, updates_per_epoch)
+    horizon = {
+        "cosine": ("T_max", config.T_max, "the lr never anneals down to eta_min"),
+        "step": ("step_size", config.step_size, "the lr never decays"),
+        "cosine-restarts": ("T_0", config.T_0, "the first cycle never ends"),
+    }.get(config.name)
+    if horizon is None or horizon[1] is None or horizon[1] <= left:
+        return []
+    field, value, effect = horizon
+    return [
+        f"schedule.{field} = {value} {unit} is longer than the {left} {unit} the budget leaves after the warm-up: "
+        f"{effect}. Fix: set schedule.{field} <= {left}"
+        + (" (or leave T_max unset: it defaults to the budget)." if field == "T_max" else ", or raise the budget.")
+    ]
+
+
 class ExponentialRamp:
     """The learning-rate range test's ramp: lr_t = lr_min * (lr_max / lr_min) ** (t / (n - 1)), t = 0..n-1.
 
