@@ -56,7 +56,7 @@ def test_batch_size_measures_each_size_and_advises_one(tmp_path):
         "mlp:32",
         "--sizes",
         "16,64,256",
-        "--warmup-updates",
+        "--warmup",
         "20",
     ]
     result = CliRunner().invoke(app, [*args, "--draws", "20", "--timing-updates", "2", "--out", str(out)])

@@ -7,38 +7,22 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cadence.cli.app import app, err_console, out_console
+from cadence.cli.app import FROM_FLAGS, app, err_console, out_console
+from cadence.cli.flags import config_options
 from cadence.errors import CadenceError
 
 Opt = typer.Option
 
-# The run-config flags these commands take, each mapped to its dotted RunConfig key.
-RUN_FLAGS = {
-    "data": "data.name",
-    "data_dir": "data.data_dir",
-    "target": "data.target",
-    "limit": "data.limit",
-    "model": "model.spec",
-    "strategy": "strategy.name",
-    "batch_size": "strategy.batch_size",
-    "optimizer": "optimizer.name",
-    "lr": "optimizer.lr",
-    "momentum": "optimizer.momentum",
-    "weight_decay": "optimizer.weight_decay",
-    "seed": "seed",
-    "threads": "threads",
-}
 
-
-def _run_config(config_file: Path | None, flags: dict):
+def _run_config(config_file: Path | None, overrides: dict[str, Any]):
     from cadence.config import build_config, load_config
 
     base = load_config(config_file) if config_file else build_config()
-    return base.with_overrides({RUN_FLAGS[k]: v for k, v in flags.items() if k in RUN_FLAGS and v is not None})
+    return base.with_overrides(overrides, source=FROM_FLAGS)
 
 
 def _fail(err: Exception, debug: bool) -> None:
@@ -60,44 +44,31 @@ def _command() -> str:
 
 
 @app.command("lr-find")
+@config_options()
 def lr_find(
+    overrides: dict[str, Any],
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML run config; flags override it")] = None,
-    data: Annotated[str | None, Opt(help="digits | fashion-mnist | mnist | file.csv | image folder")] = None,
-    data_dir: Annotated[Path | None, Opt(help="where fashion-mnist/mnist files are")] = None,
-    target: Annotated[str | None, Opt(help="target column of a CSV file")] = None,
-    limit: Annotated[int | None, Opt(help="use only the first N samples")] = None,
-    model: Annotated[str | None, Opt(help="mlp:128,64 | logreg | cnn | package.module:factory")] = None,
-    strategy: Annotated[str | None, Opt(help="full-batch | mini-batch | online")] = None,
-    batch_size: Annotated[int | None, Opt(help="mini-batch size")] = None,
-    optimizer: Annotated[
-        str | None, Opt(help="sgd | momentum | nesterov | adagrad | rmsprop | adam | adamw")
-    ] = None,
-    momentum: Annotated[float | None, Opt()] = None,
-    weight_decay: Annotated[float | None, Opt()] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    threads: Annotated[int | None, Opt(help="torch threads (default 1)")] = None,
     lr_min: Annotated[float, Opt(help="lr of the first update")] = 1e-7,
     lr_max: Annotated[float, Opt(help="lr of the last update")] = 10.0,
     updates: Annotated[int, Opt(help="updates along the exponential ramp")] = 100,
     rule: Annotated[str, Opt(help="valley | steepest: how the lr is picked from the curve")] = "valley",
-    beta: Annotated[float, Opt(help="smoothing of the loss (bias-corrected EMA)")] = 0.9,
+    smoothing: Annotated[float, Opt(help="beta of the loss's bias-corrected moving average")] = 0.9,
     diverge: Annotated[float, Opt(help="stop when the smoothed loss exceeds this multiple of its best")] = 4.0,
-    out: Annotated[Path | None, Opt(help="output folder (default runs/lr-find-<time>)")] = None,
+    out: Annotated[Path | None, Opt("--out", "-o", help="output folder (default runs/lr-find-<time>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the result as one JSON object, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="print only the suggested lr")] = False,
-    debug: Annotated[bool, Opt(help="show tracebacks")] = False,
+    debug: Annotated[bool, Opt("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Learning-rate range test: train briefly with the lr growing exponentially and suggest an lr.
 
     Writes lr_find.json and lr_find.png (loss against lr, log scale, suggestion marked).
     """
-    flags = dict(locals())
     try:
         from cadence.data.datasets import load_data
         from cadence.reports.tuning import lr_find_figure, save_png
         from cadence.tuning import lr_range_test
 
-        cfg = _run_config(config, flags)
+        cfg = _run_config(config, overrides)
         dataset = load_data(cfg.data, seed=cfg.seed)
         result = lr_range_test(
             None,
@@ -106,7 +77,7 @@ def lr_find(
             lr_min=lr_min,
             lr_max=lr_max,
             updates=updates,
-            beta=beta,
+            beta=smoothing,
             diverge=diverge,
             rule=rule,
         )
@@ -132,33 +103,23 @@ def lr_find(
 
 
 @app.command("batch-size")
+@config_options(exclude=("strategy.name",))
 def batch_size(
+    overrides: dict[str, Any],
     config: Annotated[Path | None, Opt("--config", "-c", help="YAML run config; flags override it")] = None,
-    data: Annotated[str | None, Opt(help="digits | fashion-mnist | mnist | file.csv | image folder")] = None,
-    data_dir: Annotated[Path | None, Opt(help="where fashion-mnist/mnist files are")] = None,
-    target: Annotated[str | None, Opt(help="target column of a CSV file")] = None,
-    limit: Annotated[int | None, Opt(help="use only the first N samples")] = None,
-    model: Annotated[str | None, Opt(help="mlp:128,64 | logreg | cnn | package.module:factory")] = None,
-    optimizer: Annotated[
-        str | None, Opt(help="sgd | momentum | nesterov | adagrad | rmsprop | adam | adamw")
-    ] = None,
-    lr: Annotated[float | None, Opt(help="learning rate of the warm-up and the timed updates")] = None,
-    batch_size: Annotated[int | None, Opt(help="mini-batch size of the warm-up")] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    threads: Annotated[int | None, Opt(help="torch threads")] = None,
     sizes: Annotated[str | None, Opt(help="comma list of batch sizes (default 8, 16, ... up to 4096)")] = None,
-    warmup_updates: Annotated[int, Opt(help="updates trained before measuring (0: the initial weights)")] = 200,
+    warmup: Annotated[
+        int, Opt(help="updates trained (mini-batch) before measuring; 0: the initial weights")
+    ] = 200,
     draws: Annotated[int, Opt(help="small/big batch pairs averaged for the noise scale")] = 200,
     timing_updates: Annotated[int, Opt(help="updates timed per batch size")] = 20,
-    out: Annotated[Path | None, Opt(help="output folder (default runs/batch-size-<time>)")] = None,
+    out: Annotated[Path | None, Opt("--out", "-o", help="output folder (default runs/batch-size-<time>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the result as one JSON object, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="print only the advised batch size")] = False,
-    debug: Annotated[bool, Opt(help="show tracebacks")] = False,
+    debug: Annotated[bool, Opt("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Batch-size advice: the gradient noise scale (critical batch size) and each size's throughput and peak
     memory here; says which size reaches a given loss soonest. Writes batch_size.json and batch_size.png."""
-    flags = dict(locals())
-    flags["strategy"] = "mini-batch"
     try:
         from cadence.data.datasets import load_data
         from cadence.errors import ConfigError
@@ -171,14 +132,14 @@ def batch_size(
             raise ConfigError(
                 f"--sizes must be a comma list of integers such as 16,64,256; got {sizes!r}"
             ) from None
-        cfg = _run_config(config, flags)
+        cfg = _run_config(config, {**overrides, "strategy.name": "mini-batch"})
         dataset = load_data(cfg.data, seed=cfg.seed)
         advice = advise_batch_size(
             None,
             dataset,
             cfg,
             sizes=size_list,
-            warmup_updates=warmup_updates,
+            warmup_updates=warmup,
             draws=draws,
             timing_updates=timing_updates,
         )
@@ -201,12 +162,10 @@ def batch_size(
 
 
 @app.command("tune")
+@config_options()
 def tune(
+    overrides: dict[str, Any],
     config: Annotated[Path, typer.Argument(help="YAML: run settings plus a tune: section (space, trials, ...)")],
-    data: Annotated[str | None, Opt(help="override data.name (e.g. fashion-mnist)")] = None,
-    data_dir: Annotated[Path | None, Opt(help="where fashion-mnist/mnist files are")] = None,
-    limit: Annotated[int | None, Opt(help="use only the first N samples")] = None,
-    seed: Annotated[int | None, Opt(help="base seed: trial n trains with seed + n")] = None,
     trials: Annotated[int | None, Opt(help="trials in the study, over every worker together")] = None,
     seconds: Annotated[float | None, Opt(help="stop starting trials after this many seconds")] = None,
     folds: Annotated[int | None, Opt(help="k-fold cross-validation (1: the validation split)")] = None,
@@ -219,10 +178,10 @@ def tune(
     final: Annotated[
         bool | None, Opt("--final/--no-final", help="re-run the best config and report its test metrics")
     ] = None,
-    out: Annotated[Path | None, Opt(help="output folder (default runs/tune-<time>)")] = None,
+    out: Annotated[Path | None, Opt("--out", "-o", help="output folder (default runs/tune-<time>)")] = None,
     as_json: Annotated[bool, Opt("--json", help="print the summary as one JSON object, nothing else")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no per-trial lines or table")] = False,
-    debug: Annotated[bool, Opt(help="show tracebacks")] = False,
+    debug: Annotated[bool, Opt("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Hyperparameter search with Optuna over the space in CONFIG; writes best.yaml (run it with
     `cadence train -c best.yaml`), summary.json, trials.json, plots and report.html.
@@ -238,8 +197,7 @@ def tune(
         from cadence.tuning.space import build_tune_config, load_tune_file
 
         base, settings = load_tune_file(config)
-        flags = {"data.name": data, "data.data_dir": data_dir, "data.limit": limit, "seed": seed}
-        base = base.with_overrides({k: v for k, v in flags.items() if v is not None})
+        base = base.with_overrides(overrides, source=FROM_FLAGS)
         changes = {"trials": trials, "seconds": seconds, "folds": folds, "pruner": pruner, "final": final}
         tree = {
             **settings.model_dump(mode="json", exclude_unset=True),
