@@ -62,7 +62,9 @@ def test_compare_is_a_function_returning_the_result(digits_xy):
 def test_reprs_are_short_and_say_what_ran(digits_xy):
     data = cadence.from_arrays(*digits_xy)
     assert repr(data) == "Dataset(arrays: classification, input (64,), 420 train / 60 val / 120 test, 10 classes)"
-    run = cadence.train(data=data, strategy="online", max_epochs=30, eval_every_updates=50, **FAST)
+    # sgd at 0.01 without early stopping: the defaults this repr was written with (a budget stop)
+    old = dict(optimizer="sgd", lr=0.01, early_stopping=None)
+    run = cadence.train(data=data, strategy="online", max_epochs=30, eval_every_updates=50, **FAST, **old)
     assert len(run.history) > 200  # the dataclass repr would hold every record, the config and the model
     text = repr(run)
     assert len(text) < 200 and text.startswith("Run(online + sgd, lr=0.01, stop_reason='budget', updates=12,600")

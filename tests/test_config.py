@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import pytest
 
-from cadence.config import Strategy, build_config, load_config
+from cadence.config import DEFAULT_LRS, Strategy, build_config, load_config
 from cadence.errors import ConfigError
 
 
 def test_defaults_are_a_valid_run():
     cfg = build_config()
-    assert cfg.strategy.name == Strategy.MINI_BATCH and cfg.data.name == "digits" and cfg.stop.max_epochs == 10
+    assert cfg.strategy.name == Strategy.MINI_BATCH and cfg.data.name == "digits"
+    # the measured defaults (bench/defaults.py): adam at its mini-batch lr, early stopping, epoch and time caps
+    assert (
+        (cfg.optimizer.name, cfg.optimizer.lr)
+        == ("adam", DEFAULT_LRS[Strategy.MINI_BATCH]["adam"])
+        == ("adam", 1e-3)
+    )
+    assert (cfg.stop.early_stopping_metric, cfg.stop.early_stopping_patience) == ("val_loss", 10)
+    assert (cfg.stop.max_epochs, cfg.stop.max_seconds, cfg.stop.restore_best_weights) == (200, 600.0, True)
+
+
+def test_an_unset_lr_follows_the_strategy_and_optimizer_but_a_given_one_stays():
+    cfg = build_config()
+    assert cfg.with_overrides({"strategy.name": "online"}).optimizer.lr == DEFAULT_LRS[Strategy.ONLINE]["adam"]
+    assert cfg.with_overrides({"optimizer.name": "sgd"}).optimizer.lr == DEFAULT_LRS[Strategy.MINI_BATCH]["sgd"]
+    given = cfg.with_overrides({"optimizer.lr": 0.05})
+    assert given.with_overrides({"strategy.name": "full-batch"}).optimizer.lr == 0.05
+    assert build_config({"optimizer": {"lr": None}, "strategy": {"name": "full-batch"}}).optimizer.lr == 0.01
+
+
+def test_early_stopping_none_turns_it_off():
+    assert build_config({"stop": {"early_stopping_metric": "none"}}).stop.early_stopping_metric is None
 
 
 def test_unknown_key_is_named_with_the_allowed_keys():

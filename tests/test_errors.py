@@ -64,6 +64,33 @@ def _cli(*args: str) -> Callable[[Path], object]:
     return run
 
 
+def _one_class_folder(tmp: Path):
+    from PIL import Image
+
+    (tmp / "pics" / "cat").mkdir(parents=True)
+    Image.new("L", (4, 4)).save(tmp / "pics" / "cat" / "1.png")
+    return load_data(DataConfig(name=str(tmp / "pics")))
+
+
+def _csv(tmp: Path, text: str):
+    (tmp / "t.csv").write_text(text)
+    return load_data(DataConfig(name=str(tmp / "t.csv"), target="y"))
+
+
+def _untrusted(tmp: Path):
+    run = cadence.train("logreg", (X, Y), FAST)
+    run.config = run.config.with_overrides({"model.spec": "no_such_probe_module:make"})  # as a forged run
+    return cadence.load(run.save(tmp / "run"))
+
+
+def _missing_column(tmp: Path):
+    import pandas as pd
+
+    (tmp / "t.csv").write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    run = cadence.train("logreg", None, {**FAST, "data": {"name": str(tmp / "t.csv"), "target": "y"}})
+    return cadence.load(run.save(tmp / "run")).predict(pd.DataFrame({"a": [1.0]}))
+
+
 def _stopped_run(tmp: Path) -> Path:
     """A run of 4 updates on small data, with checkpoints."""
     cadence.train(data=(X, Y), config=FAST, callbacks=[Checkpointing(tmp / "run")])
@@ -135,7 +162,7 @@ CASES = [
          "ConfigError", r"'strategy\.name' = 'sometimes'.*'full-batch', 'mini-batch', 'online'"),
     Case("config", "a misspelt section", lambda t: build_config({"optimzer": {"lr": 0.1}}),
          "ConfigError", r"unknown key 'optimzer'.*allowed keys here: data, model"),
-    Case("config", "no budget at all", lambda t: build_config({"stop": {"max_epochs": None}}),
+    Case("config", "no budget at all", lambda t: build_config({"stop": {"max_epochs": None, "max_seconds": None}}),
          "ConfigError", r"set at least one budget"),
     Case("config", "an unknown non-finite policy", lambda t: build_config({"stop": {"on_nonfinite": "ignore"}}),
          "ConfigError", r"'stop\.on_nonfinite' = 'ignore'.*'stop', 'skip' or 'rollback'"),
@@ -198,7 +225,7 @@ CASES = [
     Case("resume", "only corrupt checkpoints", _resume_corrupt_only,
          "CheckpointError", r"found 2 invalid: ckpt-000002, ckpt-000001"),
     Case("resume", "a changed config", _resume_changed,
-         "ConfigError", r"the config differs: optimizer\.lr: 0\.01 -> 0\.5\. Fix.*--allow-changes.*--from"),
+         "ConfigError", r"the config differs: optimizer\.lr: 0\.001 -> 0\.5\. Fix.*--allow-changes.*--from"),
     Case("resume", "other training data", _resume_other_data,
          "ConfigError", r"the training data differ \(\d+ -> \d+ samples, same count but other values\)"),
     Case("resume", "--from weights of another model", _from_other_model,
@@ -224,6 +251,23 @@ CASES = [
     Case("CLI", "--set optimizer.lr=true", _cli("--set", "optimizer.lr=true"),
          "exit 2", r"in command-line flags:\s+'optimizer\.lr' = True: .*expected a number"),
     Case("CLI", "--config of a missing file", _cli("--config", "TMP/missing.yaml"), "exit 2", r"does not exist"),
+    # model specs (issue 10): one line each, before anything is built
+    Case("CLI", "--model os:system", _cli("--model", "os:system"),
+         "exit 2", r"failed when called as os\.system\(input_shape=\(64,\), n_outputs=10\): TypeError"),
+    Case("CLI", "--model torch.nn:Linear", _cli("--model", "torch.nn:Linear"),
+         "exit 2", r"torch\.nn:Linear' failed when called as .* Fix: give a function that takes"),
+    Case("CLI", "--model mlp:", _cli("--model", "mlp:"), "exit 2", r"names no hidden widths"),
+    Case("CLI", "--model mlp:64,,", _cli("--model", "mlp:64,,"), "exit 2", r"hidden width 2 is empty"),
+    Case("data", "a one-class image folder", lambda t: _one_class_folder(t),
+         "DataError", r"has one class subfolder \(cat\); a classifier needs at least two"),
+    Case("data", "a CSV value of 1e39", lambda t: _csv(t, "a,y\n1,0\n1e39,1\n"),
+         "DataError", r"line 3, column 'a': '1e39' is beyond float32"),
+    Case("data", "a CSV target mixing numbers and text", lambda t: _csv(t, "a,y\n1,0.5\n2,n/a\n"),
+         "DataError", r"target column 'y' mixes numbers \('0\.5' at line 2\) and text \('n/a' at line 3\)"),
+    Case("model", "a run naming a factory, not trusted", lambda t: _untrusted(t),
+         "ConfigError", r"asks to import module 'no_such_probe_module' .* pass --trust-code"),
+    Case("model", "predict without a training column", lambda t: _missing_column(t),
+         "DataError", r"lack the column\(s\) 'b' the model was trained on"),
 ]  # fmt: skip
 
 

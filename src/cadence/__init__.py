@@ -34,6 +34,8 @@ _LAZY = {
     "Strategy": "cadence.config",
     "build_config": "cadence.config",
     "load_config": "cadence.config",
+    "load": "cadence.models.artefact",
+    "TrainedModel": "cadence.models.artefact",
     "callbacks": "cadence.callbacks",
     "comparison": "cadence.comparison",
     "engine": "cadence.engine",
@@ -54,6 +56,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from cadence.engine.events import Callback
     from cadence.engine.run import Run
     from cadence.engine.stopping import StopReason
+    from cadence.models.artefact import TrainedModel, load
 
 
 def __getattr__(name: str) -> Any:
@@ -83,11 +86,13 @@ __all__ = [
     "StopReason",
     "Strategy",
     "StreamError",
+    "TrainedModel",
     "build_config",
     "callbacks",
     "compare",
     "comparison",
     "from_arrays",
+    "load",
     "load_config",
     "load_data",
     "train",

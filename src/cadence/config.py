@@ -32,6 +32,49 @@ class Strategy(StrEnum):
     STREAM = "stream"
 
 
+# Default lr per strategy and optimizer, for standardized inputs; `optimizer.lr` unset (or null) means
+# this table's value, and `cadence compare` uses it for entries without an lr (comparison/grid.py).
+# mini-batch: measured by bench/defaults.py over six data sets (iris, digits, diabetes, make_classification,
+# make_moons, Fashion-MNIST) with the default early stopping: adam 1e-3 is within 1 point of scikit-learn's
+# MLP on all six, 3e-3 fell 1.4 points behind on digits. The other values: a 3x-spaced sweep on digits
+# (mlp:128,64, seeds 0-1) at 20 epochs (full-batch), 5 (mini-batch 64) and 2 (online), the best value, one
+# step lower where the best was the largest tried or next to a diverging one; online and full-batch adam
+# checked again with the default early stopping (bench/defaults.py --set strategy.name=...).
+DEFAULT_LRS: dict[Strategy, dict[str, float]] = {
+    Strategy.FULL_BATCH: {
+        "gd": 0.5,
+        "sgd": 0.5,
+        "momentum": 0.1,
+        "nesterov": 0.1,
+        "adagrad": 0.03,
+        "rmsprop": 0.003,
+        "adam": 0.01,
+        "adamw": 0.01,
+    },
+    Strategy.MINI_BATCH: {
+        "gd": 0.3,
+        "sgd": 0.3,
+        "momentum": 0.03,
+        "nesterov": 0.03,
+        "adagrad": 0.03,
+        "rmsprop": 0.001,
+        "adam": 0.001,
+        "adamw": 0.001,
+    },
+    Strategy.ONLINE: {
+        "gd": 0.01,
+        "sgd": 0.01,
+        "momentum": 0.001,
+        "nesterov": 0.001,
+        "adagrad": 0.01,
+        "rmsprop": 0.0003,
+        "adam": 0.0003,
+        "adamw": 0.0003,
+    },
+}
+DEFAULT_LRS[Strategy.STREAM] = DEFAULT_LRS[Strategy.ONLINE]  # stream is online learning
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -126,9 +169,11 @@ class OptimizerConfig(_Model):
     """Optimizer by name; hyperparameters keep torch.optim's names."""
 
     name: Literal["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"] = Field(
-        "sgd", description="torch.optim optimizer by name"
+        "adam", description="torch.optim optimizer by name"
     )
-    lr: float = Field(0.01, gt=0.0, description="learning rate")
+    lr: float | None = Field(
+        None, gt=0.0, description="learning rate; default: per strategy and optimizer (adam mini-batch 1e-3)"
+    )
     momentum: float | None = Field(
         None, ge=0.0, lt=1.0, description="sgd/rmsprop: 0 unless set; momentum/nesterov: 0.9 unless set"
     )
@@ -200,15 +245,19 @@ class ScheduleConfig(_Model):
 class StopConfig(_Model):
     """Budgets and stop checks. Every run ends with one StopReason."""
 
-    max_epochs: int | None = Field(10, gt=0, description="budget: passes over the training set")
+    # Defaults measured by bench/defaults.py: early stopping on val_loss (patience 10, best weights restored)
+    # ends most runs; 200 epochs and 10 minutes cap the rest.
+    max_epochs: int | None = Field(200, gt=0, description="budget: passes over the training set")
     max_updates: int | None = Field(None, gt=0, description="budget: optimizer steps")
     max_samples: int | None = Field(None, gt=0, description="budget: training samples seen")
-    max_seconds: float | None = Field(None, gt=0, description="budget: wall-clock seconds")
+    max_seconds: float | None = Field(600.0, gt=0, description="budget: wall-clock seconds")
     tol: float | None = Field(None, ge=0.0, description="converged: relative improvement of smoothed loss < tol")
     convergence_patience: int = Field(3, gt=0, description="evaluations in a row below tol before converged")
     target_loss: float | None = Field(None, description="converged once the training loss is at or below this")
-    early_stopping_metric: str | None = Field(None, description="e.g. val_loss, val_accuracy")
-    early_stopping_patience: int = Field(5, gt=0, description="evaluations without improvement before stopping")
+    early_stopping_metric: str | None = Field(
+        "val_loss", description="e.g. val_loss, val_accuracy; none: no early stopping"
+    )
+    early_stopping_patience: int = Field(10, gt=0, description="evaluations without improvement before stopping")
     early_stopping_min_delta: float = Field(0.0, ge=0.0, description="least change that counts as an improvement")
     restore_best_weights: bool = Field(True, description="early-stopped runs end with the best weights seen")
     on_nonfinite: Literal["stop", "skip", "rollback"] = Field(
@@ -218,6 +267,11 @@ class StopConfig(_Model):
     )
     max_skips: int = Field(10, gt=0, description="non-finite updates in a row tolerated before diverged")
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="lr multiplier at each rollback")
+
+    @field_validator("early_stopping_metric")
+    @classmethod
+    def _none_turns_it_off(cls, v: str | None) -> str | None:
+        return None if v is not None and v.strip().lower() in ("none", "off", "") else v  # --early-stopping none
 
     @model_validator(mode="after")
     def _some_budget(self) -> StopConfig:
@@ -255,6 +309,65 @@ class AugmentConfig(_Model):
         return bool(self.shift or self.flip or self.rotate)
 
 
+class DriftConfig(_Model):
+    """Drift detection on the prequential error stream (river's detectors) and what to do on a drift."""
+
+    detector: Literal["none", "adwin", "page-hinkley"] = Field(
+        "adwin", description="river's detector watching the prequential errors, or none"
+    )
+    delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN confidence (smaller: fewer false alarms)")
+    threshold: float = Field(50.0, gt=0.0, description="Page-Hinkley detection threshold (lambda)")
+    reaction: Literal["log", "reset-optimizer", "snapshot"] = Field(
+        "log",
+        description="log only; reset the optimizer state and multiply the lr by lr_factor; or save a "
+        "snapshot of the model and alert",
+    )
+    lr_factor: float = Field(1.0, gt=0.0, description="reset-optimizer: multiply the lr by this (e.g. 2)")
+
+
+class StreamConfig(_Model):
+    """The stream strategy: the source, its declared message schema, and how the learner checkpoints,
+    scores, publishes and reacts to drift (serve/learner.py). Messages are `{"x": [...], "y": label}`."""
+
+    source: str | None = Field(None, description="redis://HOST:PORT/STREAM, a .jsonl file, or - for stdin")
+    group: str = Field("cadence", min_length=1, description="Redis consumer group")
+    consumer: str = Field("learner", min_length=1, description="this learner's consumer name in the group")
+    n_features: int | None = Field(None, gt=0, description="features per message (x); default: from --from")
+    task: Literal["classification", "regression"] = Field("classification", description="what y is")
+    n_classes: int | None = Field(None, gt=1, description="labels are 0..n_classes-1; default: from --from")
+    class_names: tuple[str, ...] = Field((), description="the label names /predict answers with")
+    x_field: str = Field("x", description="message field holding the features")
+    y_field: str = Field("y", description="message field holding the label (absent: predict only)")
+    id_field: str = Field("id", description="message field naming the sample (default: its stream id)")
+    max_message_bytes: int = Field(1_000_000, gt=0, description="larger messages are dead-lettered")
+    center: float = Field(0.0, description="preprocessing: x' = (x - center) / scale")
+    scale: float = Field(1.0, gt=0.0, description="preprocessing: x' = (x - center) / scale")
+    batch_size: int = Field(1, gt=0, description="1: one update per sample; k: micro-batches of what arrived")
+    read_count: int = Field(256, gt=0, description="messages read per poll")
+    parse_workers: int = Field(
+        1, ge=0, le=1, description="1: check and parse messages in a worker process while training; 0: inline"
+    )
+    label_delay: int = Field(0, ge=0, description="train each sample only after this many later ones arrived")
+    window: int = Field(1000, gt=0, description="samples in the sliding-window metrics")
+    checkpoint_every_samples: int | None = Field(5000, gt=0, description="checkpoint (then ack) every N samples")
+    checkpoint_seconds: float | None = Field(5.0, gt=0.0, description="checkpoint (then ack) every S seconds")
+    keep_checkpoints: int = Field(3, gt=0, description="checkpoints kept in the run directory")
+    publish_seconds: float | None = Field(1.0, gt=0.0, description="publish a snapshot to serving this often")
+    publish_every_samples: int | None = Field(None, gt=0, description="publish a snapshot every N samples")
+    gate_tolerance: float = Field(
+        0.02, ge=0.0, description="publish only if the windowed metric is not worse than the served one by more"
+    )
+    keep_snapshots: int = Field(5, gt=0, description="published snapshots kept on disk for replicas")
+    record_every_samples: int = Field(1000, gt=0, description="a history record every N samples")
+    max_deliveries: int = Field(3, gt=0, description="a message failing in training this often is dead-lettered")
+    claim_idle_ms: int = Field(30_000, gt=0, description="take over other consumers' entries idle this long")
+    lease_ms: int = Field(10_000, gt=0, description="one active learner per group: the lease it renews")
+    idle_seconds: float | None = Field(None, gt=0.0, description="stop after this long without a message")
+    max_samples: int | None = Field(None, gt=0, description="stop after training this many samples")
+    ledger: bool = Field(False, description="keep every trained message id in the checkpoints (audits)")
+    drift: DriftConfig = DriftConfig()
+
+
 class EnsembleConfig(_Model):
     """K members trained with seeds seed, seed+1, ...; predictions averaged (engine/ensemble.py)."""
 
@@ -277,7 +390,20 @@ class RunConfig(_Model):
     regularization: RegularizationConfig = RegularizationConfig()
     augment: AugmentConfig = AugmentConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
+    stream: StreamConfig = StreamConfig()
     threads: int | None = Field(None, gt=0, description="torch threads; default chosen per strategy")
+
+    @model_validator(mode="after")
+    def _default_lr(self) -> RunConfig:
+        """An unset lr becomes the default of the strategy and optimizer. `lr` stays out of the optimizer's
+        fields_set, so `with_overrides` (another strategy or optimizer) picks that one's default again."""
+        opt = self.optimizer
+        if opt.lr is None:
+            lr = DEFAULT_LRS[self.strategy.name][opt.name]
+            fields = {**{k: getattr(opt, k) for k in type(opt).model_fields}, "lr": lr}
+            resolved = OptimizerConfig.model_construct(_fields_set=opt.model_fields_set - {"lr"}, **fields)
+            object.__setattr__(self, "optimizer", resolved)  # frozen model, still being validated
+        return self
 
     @model_validator(mode="after")
     def _augment_needs_shared_scale(self) -> RunConfig:
@@ -312,6 +438,8 @@ class RunConfig(_Model):
                     )
                 node = node[part]
             node[leaf] = value
+        if "lr" not in self.optimizer.model_fields_set and "optimizer.lr" not in overrides:
+            tree["optimizer"]["lr"] = None  # a default lr follows a new strategy or optimizer
         return build_config(tree, source=source)
 
 

@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 
 from cadence.config import RunConfig
 
-_PREFIXES = {"schedule.plateau": "plateau_", "eval": "eval_"}
+_PREFIXES = {"schedule.plateau": "plateau_", "eval": "eval_", "stream": "stream_", "stream.drift": "drift_"}
 _NAMES = {
     "model.spec": "model",
     "schedule.per": "schedule_per",

@@ -19,6 +19,7 @@ from cadence.engine.events import Callback
 from cadence.errors import ConfigError
 
 RUN = dict(model="mlp:16", strategy="mini-batch", batch_size=64, max_epochs=2, eval_every_updates=5, threads=1)
+RUN |= dict(optimizer="sgd", lr=0.01)  # the settings these tests were written with (the defaults then)
 
 
 class RowsSeen(Callback):

@@ -21,7 +21,7 @@ def test_the_last_line_shows_the_last_history_record_not_the_first(digits):
     config = {
         "strategy": {"name": "mini-batch"},
         "optimizer": {"name": "sgd", "lr": 0.05},
-        "stop": {"max_epochs": 4},
+        "stop": {"max_epochs": 4, "early_stopping_metric": None},  # else the bar shows the stopping metric
     }
     run = train("mlp:16", digits, config, callbacks=[Progress("mini-batch", console=Console(file=buf, width=200))])
     first, last = run.history[0], run.history[-1]
@@ -62,7 +62,7 @@ def test_while_running_it_shows_the_mean_loss_since_the_last_evaluation(monkeypa
 def test_an_80_column_terminal_gets_the_metrics_on_a_second_line_whole(digits):
     buf = io.StringIO()
     console = Console(file=buf, width=80, force_terminal=True, color_system=None)
-    config = {"strategy": {"name": "online"}, "stop": {"max_epochs": 1}}
+    config = {"strategy": {"name": "online"}, "stop": {"max_epochs": 1, "early_stopping_metric": None}}
     run = train("mlp:16", digits, config, callbacks=[Progress("online", console=console)])
     last = run.history[-1]
     final = Text.from_ansi(buf.getvalue().split("\r")[-1]).plain.strip("\n").splitlines()[-2:]

@@ -28,7 +28,8 @@ from cadence.data.datasets import load_data
 from cadence.engine import checkpoint
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-COMMON = ["--data", "digits", "--threads", "1", "--seed", "0", "--keep", "2", "-q"]
+# --early-stopping none: the settings these runs were written with (no early stopping was the default then)
+COMMON = ["--data", "digits", "--threads", "1", "--seed", "0", "--keep", "2", "-q", "--early-stopping", "none"]
 FLAGS = {
     "online": ["--strategy", "online", "--model", "logreg", "--optimizer", "adam", "--lr", "0.01",
                "--epochs", "3", "--eval-every", "500", "--checkpoint-every", "40"],
@@ -50,7 +51,7 @@ def _config(strategy: str) -> dict:
         strategy={"name": strategy, "batch_size": int(flags.get("--batch-size", 64))},
         model=model,
         optimizer={"name": flags["--optimizer"], "lr": float(flags["--lr"])},
-        stop={"max_epochs": int(flags["--epochs"])},
+        stop={"max_epochs": int(flags["--epochs"]), "early_stopping_metric": None},
         eval={"every_updates": eval_every},
         threads=1,
     )

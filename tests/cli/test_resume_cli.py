@@ -24,6 +24,13 @@ FAST = [
     "64",
     "--threads",
     "1",
+    # the settings these tests were written with (the defaults then): sgd, lr 0.01, no early stopping
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.01",
+    "--early-stopping",
+    "none",
 ]
 
 

@@ -75,3 +75,18 @@ def test_evaluations_are_spread_over_each_run():
     every = {j.strategy: j.config.eval.every_updates for j in build_grid(build_config(), cc, n_train=1000)}
     # 10 epochs: online 10,000 updates, mini-batch 64 -> 160 updates, full-batch 10 (each an epoch end)
     assert every == {"online": 500, "mini-batch": 8, "full-batch": 1}
+
+
+def test_compared_runs_share_the_budget_without_the_single_run_early_stopping_and_time_cap():
+    cc = build_compare_config({"optimizers": ["adam"], "seeds": 1})
+    for job in build_grid(build_config(), cc, n_train=1000):  # the default: equal epochs
+        assert job.config.stop.early_stopping_metric is None and job.config.stop.max_seconds is None
+    chosen = build_config({"stop": {"early_stopping_metric": "val_accuracy"}})
+    assert {j.config.stop.early_stopping_metric for j in build_grid(chosen, cc, n_train=1000)} == {"val_accuracy"}
+
+
+def test_single_runs_and_the_grid_share_one_default_lr_table():
+    from cadence.config import DEFAULT_LRS as RUN_LRS
+
+    assert DEFAULT_LRS is RUN_LRS
+    assert build_config({"strategy": {"name": "online"}}).optimizer.lr == RUN_LRS[Strategy.ONLINE]["adam"]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cadence.config import DataConfig
 from cadence.data.datasets import load_data
-from cadence.data.files import load_csv, load_image_folder
+from cadence.data.files import PIXEL_SCALE, load_csv, load_image_folder, read_images
 from cadence.errors import DataError
 
 
@@ -25,8 +25,9 @@ def write(path: Path, text: str) -> Path:
 
 def test_csv_with_integer_target_gives_int_labels_and_feature_names(tmp_path):
     path = write(tmp_path / "t.csv", "height,label,weight\n1.5,0,10\n2.5,2,-20\n3,1,1e2\n")
-    x, y, names = load_csv(path, "label")
+    x, y, names, classes = load_csv(path, "label")
     assert names == ["height", "weight"]
+    assert classes is None
     assert x.dtype == np.float32
     np.testing.assert_array_equal(x, [[1.5, 10], [2.5, -20], [3, 100]])
     assert y.dtype == np.int64
@@ -35,7 +36,7 @@ def test_csv_with_integer_target_gives_int_labels_and_feature_names(tmp_path):
 
 def test_csv_with_a_fractional_target_gives_float_targets(tmp_path):
     path = write(tmp_path / "r.csv", "a,b,price\n1,2,3\n4,5,6.25\n")
-    _, y, _ = load_csv(path, "price")
+    _, y, _, _ = load_csv(path, "price")
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, [3.0, 6.25])
 
@@ -43,7 +44,7 @@ def test_csv_with_a_fractional_target_gives_float_targets(tmp_path):
 def test_csv_tolerates_bom_spaces_quotes_and_blank_lines(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes(b'\xef\xbb\xbf"a", b ,y\n\n 1, "2",0\n\n3,4, 1\n')
-    x, y, names = load_csv(path, "y")
+    x, y, names, _ = load_csv(path, "y")
     assert names == ["a", "b"]
     np.testing.assert_array_equal(x, [[1, 2], [3, 4]])
     np.testing.assert_array_equal(y, [0, 1])
@@ -73,10 +74,51 @@ def test_csv_empty_feature_cell_is_named(tmp_path):
         load_csv(path, "label")
 
 
-def test_csv_text_class_labels_ask_for_integer_codes(tmp_path):
-    path = write(tmp_path / "iris.csv", "petal,species\n1.4,setosa\n")
-    with pytest.raises(DataError, match="line 2, target column 'species': 'setosa' is not a number.*0..K-1"):
-        load_csv(path, "species")
+def test_csv_text_class_labels_become_classes_named_by_their_values(tmp_path):
+    path = write(tmp_path / "iris.csv", "petal,species\n1.4,setosa\n4.7, versicolor\n1.3,setosa\n6.0,virginica\n")
+    _, y, _, classes = load_csv(path, "species")
+    assert classes == ["setosa", "versicolor", "virginica"]  # sorted, surrounding spaces dropped
+    np.testing.assert_array_equal(y, [0, 1, 0, 2])
+
+
+def test_csv_target_mixing_numbers_and_text_names_both(tmp_path):
+    path = write(tmp_path / "t.csv", "a,y\n1,0.5\n2,1.5\n3,n/a\n")
+    with pytest.raises(
+        DataError, match=r"target column 'y' mixes numbers \('0.5' at line 2\) and text \('n/a' at line 4\)"
+    ):
+        load_csv(path, "y")
+
+
+def test_csv_value_beyond_float32_is_named_as_such_not_as_inf(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,y\n1,2,0\n3,1e39,1\n")
+    with pytest.raises(DataError, match=r"line 3, column 'b': '1e39' is beyond float32 .*rescale"):
+        load_csv(path, "y")
+
+
+def test_csv_nan_cell_is_named_by_line_and_column(tmp_path):
+    path = write(tmp_path / "t.csv", "a,b,y\n1,2,0\nnan,1,1\n")
+    with pytest.raises(DataError, match=r"line 3, column 'a': 'nan' is not finite"):
+        load_csv(path, "y")
+
+
+def test_load_data_keeps_csv_class_and_feature_names(tmp_path):
+    rows = [f"{i % 7},{i % 3},{['cat', 'dog'][i % 2]}" for i in range(40)]
+    path = write(tmp_path / "pets.csv", "w,h,kind\n" + "\n".join(rows) + "\n")
+    data = load_data(DataConfig(name=str(path), target="kind"))
+    assert (data.task, data.n_classes, data.class_names) == ("classification", 2, ["cat", "dog"])
+    assert (data.feature_names, data.target_name) == (["w", "h"], "kind")
+
+
+def test_load_data_names_integer_csv_classes_by_their_codes(tmp_path):
+    rows = [f"{i % 7},{i % 3}" for i in range(30)]
+    data = load_data(DataConfig(name=str(write(tmp_path / "c.csv", "w,k\n" + "\n".join(rows) + "\n")), target="k"))
+    assert data.class_names == ["0", "1", "2"]
+
+
+def test_text_target_with_task_regression_is_refused(tmp_path):
+    path = write(tmp_path / "t.csv", "a,y\n1,cat\n2,dog\n")
+    with pytest.raises(DataError, match="holds text .* cannot be regressed on"):
+        load_data(DataConfig(name=str(path), target="y", task="regression"))
 
 
 @pytest.mark.parametrize("text", ["", "\n\n  \n"], ids=["zero-bytes", "blank-lines"])
@@ -178,6 +220,7 @@ def test_class_folder_without_images_is_named(tmp_path):
 
 @pytest.mark.parametrize("content", [b"not an image", b"\x89PNG\r\n\x1a\n\x00\x00"], ids=["text", "cut-png"])
 def test_unreadable_image_is_named(tmp_path, content):
+    save(tmp_path / "ant" / "1.png", "L", 0)
     save(tmp_path / "cat" / "1.png", "L", 0)
     (tmp_path / "cat" / "2.png").write_bytes(content)
     with pytest.raises(DataError, match=r"cannot read image .*cat/2\.png"):
@@ -185,6 +228,7 @@ def test_unreadable_image_is_named(tmp_path, content):
 
 
 def test_truncated_image_data_is_named(tmp_path):
+    save(tmp_path / "ant" / "1.png", "L", 0)
     save(tmp_path / "cat" / "1.png", "L", 0)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "big.png")
     (tmp_path / "cat" / "2.png").write_bytes((tmp_path / "big.png").read_bytes()[:-200])
@@ -203,3 +247,18 @@ def test_load_data_on_an_image_folder(tmp_path):
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (6, 2, 2)
     # Stratified: each of val and test holds one image of each class.
     assert sorted(data.y_val.tolist()) == [0, 1] and sorted(data.y_test.tolist()) == [0, 1]
+
+
+def test_one_class_folder_is_refused_before_reading_images(tmp_path):
+    save(tmp_path / "cat" / "1.png", "L", 0)
+    (tmp_path / "cat" / "2.png").write_bytes(b"never read")
+    with pytest.raises(DataError, match=r"has one class subfolder \(cat\); a classifier needs at least two"):
+        load_image_folder(tmp_path)
+
+
+def test_read_images_reads_a_file_as_training_read_it(tmp_path):
+    for name, value in (("ant", 20), ("bee", 200)):
+        save(tmp_path / name / "0.png", "L", value)
+    x, _, _ = load_image_folder(tmp_path, size=(6, 8))
+    again = read_images([tmp_path / "ant" / "0.png", tmp_path / "bee" / "0.png"], (6, 8), 1, PIXEL_SCALE)
+    np.testing.assert_array_equal(again, x)

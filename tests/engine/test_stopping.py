@@ -24,7 +24,7 @@ def test_budget_stops_on_each_kind_of_budget(digits):
 
 def test_a_budget_is_required():
     with pytest.raises(cadence.ConfigError, match="set at least one budget"):
-        cadence.build_config({"stop": {"max_epochs": None}})
+        cadence.build_config({"stop": {"max_epochs": None, "max_seconds": None}})
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_early_stopping_on_an_unknown_metric_is_refused(digits):
 
 
 def test_divergence_stops_before_the_bad_update_and_keeps_the_last_good_weights(digits):
-    run = cadence.train("mlp:32", digits, strategy="online", lr=50.0, max_epochs=1)
+    run = cadence.train("mlp:32", digits, strategy="online", optimizer="sgd", lr=50.0, max_epochs=1)
     assert run.stop_reason == StopReason.DIVERGED
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
     assert run.updates < len(digits.x_train) and "non-finite" in run.message

@@ -30,3 +30,36 @@ def test_regression_metrics_match_their_formulas():
     assert m["mse"] == pytest.approx((0.25 + 0 + 1) / 3)
     assert m["mae"] == pytest.approx(0.5)
     assert m["r2"] == pytest.approx(1 - (1.25 / 2.0))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_equal_scikit_learns(seed):
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(seed)
+    n_classes = 6  # with 5 drawn: class 5 is absent from both, and small samples miss others too
+    y_true, y_pred = rng.integers(0, 5, 40), rng.integers(0, 5, 40)
+    y_pred[:3] = 5 - seed % 2  # a class predicted but never true, in some seeds
+    p, r, f, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(n_classes)), average="macro", zero_division=0
+    )
+    m = classification_metrics(y_true, y_pred, n_classes)
+    assert m == pytest.approx({"accuracy": accuracy_score(y_true, y_pred), "precision": p, "recall": r, "f1": f})
+
+
+@pytest.mark.parametrize("shape", [(30,), (30, 3)])
+def test_regression_metrics_equal_scikit_learns(shape):
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    rng = np.random.default_rng(0)
+    y, p = rng.standard_normal(shape), rng.standard_normal(shape)
+    m = regression_metrics(y, p)
+    want = {"mse": mean_squared_error(y, p), "mae": mean_absolute_error(y, p), "r2": r2_score(y, p)}
+    assert m == pytest.approx(want)
+    assert regression_metrics(np.ones(4), np.ones(4))["r2"] == r2_score(np.ones(4), np.ones(4))
+    assert regression_metrics(np.ones(4), np.zeros(4))["r2"] == r2_score(np.ones(4), np.zeros(4))
+
+
+def test_regression_metrics_of_a_diverged_model_are_unbounded_not_an_error():
+    m = regression_metrics(np.array([1.0, 2.0]), np.array([np.inf, 1.0]))
+    assert (m["mse"], m["r2"]) == (float("inf"), float("-inf"))

@@ -35,6 +35,10 @@ def test_cnn_accepts_flat_square_images_and_image_tensors():
         build_model(ModelConfig(spec="cnn"), (10,), 2)
 
 
+def returns_a_string(input_shape, n_outputs):
+    return "model"
+
+
 def tiny_factory(input_shape, n_outputs):
     return nn.Linear(input_shape[0], n_outputs)
 
@@ -51,8 +55,46 @@ def test_package_module_factory_spec_calls_the_factory():
         ("mlp:0", "widths must be > 0"),
         ("resnet", "unknown model spec 'resnet'"),
         ("no_such_module_xyz:make", "could not be loaded"),
+        ("mlp:", r"names no hidden widths. Fix: give them, e.g. mlp:128,64, or use logreg"),
+        ("mlp", "names no hidden widths"),
+        ("mlp:64,,", "hidden width 2 is empty"),
+        ("mlp:,64", "hidden width 1 is empty"),
+        (
+            "torch.nn:Linear",
+            r"failed when called as torch.nn.Linear\(input_shape=\(4,\), n_outputs=2\): TypeError",
+        ),
+        ("os:system", r"failed when called as os.system\(input_shape=\(4,\), n_outputs=2\): TypeError"),
+        ("math:pi", "is a float, not a function"),
+        (f"{__name__}:returns_a_string", "returned str, not a torch.nn.Module"),
+        ("custom:mypkg.Net", "records a run trained on a module passed as an object"),
     ],
 )
 def test_bad_model_specs_are_config_errors(spec, match):
     with pytest.raises(ConfigError, match=match):
         build_model(ModelConfig(spec=spec), (4,), 2)
+
+
+def test_an_mlp_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    from cadence.models import builders
+
+    monkeypatch.setattr(builders, "MLP", None)  # reaching the constructor would fail with a TypeError
+    monkeypatch.setattr(builders, "_available_memory", lambda: 16 * 2**30)
+    match = r"'mlp:100000000' has 7,500,000,010 parameters: 55.9 GiB .* 16.0 GiB available. Fix: use smaller"
+    with pytest.raises(ConfigError, match=match):
+        build_model(ModelConfig(spec="mlp:100000000"), (64,), 10)
+
+
+def test_factory_specs_are_told_apart_from_built_in_specs():
+    from cadence.models.builders import factory_module
+
+    assert factory_module("pkg.sub.mod:make") == "pkg.sub.mod"
+    assert [factory_module(s) for s in ("mlp:128,64", "logreg", "cnn", "custom:a.B", "a b:c", "x:1")] == [None] * 6
+
+
+def test_check_trusted_refuses_a_factory_from_a_file_and_passes_built_ins():
+    from cadence.models.builders import check_trusted
+
+    check_trusted("mlp:128,64", "run r", trust_code=False)
+    check_trusted("antigravity:fly", "run r", trust_code=True)
+    with pytest.raises(ConfigError, match=r"run r asks to import module 'antigravity' .*--model antigravity:fly"):
+        check_trusted("antigravity:fly", "run r", trust_code=False)

@@ -97,7 +97,7 @@ def linear_weights(data, **reg) -> np.ndarray:
     # stop oscillating (with a constant lr they bounce by about lr*l1).
     run = cadence.train(
         None, data, {"model": {"spec": "logreg"}}, threads=1, strategy="full-batch", optimizer="gd", lr=0.2,
-        max_epochs=300, schedule="cosine", **reg,
+        max_epochs=300, schedule="cosine", early_stopping=None, **reg,
     )  # fmt: skip
     return run.model[-1].weight.detach().numpy().ravel()
 

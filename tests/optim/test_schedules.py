@@ -269,7 +269,15 @@ def test_train_rejects_a_plateau_metric_it_does_not_record():
 
 
 def test_train_steps_the_schedule_once_per_update():
-    run = cadence.train(threads=1, max_epochs=2, batch_size=100, schedule="exponential", schedule__gamma=0.9)
+    run = cadence.train(
+        threads=1,
+        max_epochs=2,
+        batch_size=100,
+        optimizer="sgd",
+        lr=0.01,
+        schedule="exponential",
+        schedule__gamma=0.9,
+    )
     per_epoch = run.updates // 2
     assert run.history[0]["lr"] == pytest.approx(0.01 * 0.9**per_epoch)
     assert run.history[1]["lr"] == pytest.approx(0.01 * 0.9 ** (2 * per_epoch))

@@ -130,6 +130,9 @@ def train(
     allow_changes: Annotated[
         bool, Opt("--allow-changes", help="let --resume continue with a changed config or data")
     ] = False,
+    trust_code: Annotated[
+        bool, Opt("--trust-code", help="let --resume/--from import the package.module:factory their run names")
+    ] = False,
     from_run: Annotated[
         Path | None, Opt("--from", help="start a new run from the weights of RUN_DIR (e.g. with new --data)")
     ] = None,
@@ -155,7 +158,9 @@ def train(
         from cadence.cli.run_plan import plan_run
 
         with _warnings_to_stderr():
-            plan = plan_run(config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep)
+            plan = plan_run(
+                config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep, trust_code
+            )
             if print_config:
                 print(_yaml(plan.config.model_dump(mode="json")), end="")
                 return
@@ -240,7 +245,7 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool, out
 
 # What a comparison sets for every run itself (its grid, budget and seeds): no run-config flag for these.
 COMPARE_SETS = ("strategy.name", "optimizer", "schedule", "stop.max_epochs", "stop.max_updates")
-COMPARE_SETS += ("stop.max_samples", "stop.max_seconds", "seed", "ensemble", "threads")
+COMPARE_SETS += ("stop.max_samples", "stop.max_seconds", "seed", "ensemble", "threads", "stream")
 
 
 def _compare_settings(config_file: Path | None, overrides: dict, grid: dict):
@@ -393,6 +398,9 @@ def _show_comparison(result, tree, advice, report, out: Path, as_json: bool, qui
         raise typer.Exit(1)
 
 
+from cadence.cli import use as _use  # noqa: E402,F401  registers predict, evaluate, export
+
+
 def main() -> None:
     try:
         app()
@@ -401,4 +409,5 @@ def main() -> None:
         sys.exit(130)
 
 
+from cadence.cli import stream as _stream  # noqa: E402,F401  registers stream, serve, replay
 from cadence.cli import tune as _tune  # noqa: E402,F401  registers lr-find, batch-size and tune

@@ -14,6 +14,7 @@ from cadence.callbacks import Checkpointing
 from cadence.config import RunConfig, build_config, load_config
 from cadence.engine import checkpoint, resume
 from cadence.errors import ConfigError
+from cadence.models.builders import check_trusted
 
 
 @dataclass
@@ -41,11 +42,13 @@ def plan_run(
     every_updates: int | None,
     every_seconds: float | None,
     keep: int | None,
+    trust_code: bool = False,
 ) -> RunPlan:
     """Decide how a `cadence train` run starts; reads checkpoints but writes nothing.
 
     Raises:
-        ConfigError: both --resume and --from, or a bad setting. CheckpointError: nothing to resume.
+        ConfigError: both --resume and --from, a bad setting, or a checkpoint/run naming a model factory
+            to import that the user did not name again nor trust. CheckpointError: nothing to resume.
     """
     if resume_dir is not None and from_dir is not None:
         raise ConfigError(
@@ -69,6 +72,9 @@ def plan_run(
         base = load_config(config_file) if config_file else build_config()
         default_dir = None
     cfg = base.with_overrides(overrides, source="command-line flags")
+    if (ckpt is not None or from_dir is not None) and config_file is None and "model.spec" not in overrides:
+        source = f"checkpoint {ckpt.path}" if ckpt is not None else f"run {from_dir}"
+        check_trusted(cfg.model.spec, source, trust_code)
     run_dir = out or default_dir or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.strategy.name.value}"
     callbacks = []
     if ckpt is not None or any(v is not None for v in settings.values()):

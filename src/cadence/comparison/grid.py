@@ -1,7 +1,8 @@
 """The grid of a comparison: one Job per (strategy, optimizer, schedule, seed), each with a full RunConfig.
 
-Owns the default learning rate of each optimizer under each strategy and how a budget mode becomes each
-run's stop budget. Running the jobs is runner.py's; summarizing them is results.py's.
+Owns how a budget mode becomes each run's stop budget; an optimizer without an lr gets config.DEFAULT_LRS'
+(the default lr of each optimizer under each strategy, shared with single runs). Running the jobs is
+runner.py's; summarizing them is results.py's.
 """
 
 from __future__ import annotations
@@ -10,46 +11,16 @@ import math
 from dataclasses import dataclass
 
 from cadence.comparison.config import BudgetConfig, CompareConfig, StrategyChoice
-from cadence.config import OptimizerConfig, RunConfig, ScheduleConfig, Strategy, build_config
+from cadence.config import (
+    DEFAULT_LRS,
+    OptimizerConfig,
+    RunConfig,
+    ScheduleConfig,
+    StopConfig,
+    Strategy,
+    build_config,
+)
 from cadence.engine.strategies import updates_per_epoch
-
-# Default lr per strategy and optimizer, for standardized inputs. Measured on digits (mlp:128,64, seeds 0-1):
-# a 3x-spaced sweep at 20 epochs (full-batch), 5 (mini-batch 64) and 2 (online); the best value, one step
-# lower where the best was the largest tried or next to a diverging one (longer budgets favour lower lrs).
-# Mini-batch sizes other than 64 use the same values. The sweep is itself a comparison, e.g. for full-batch:
-#   cadence compare --strategies full-batch --optimizers sgd:0.1,sgd:0.3,sgd:1,sgd:3 --seeds 2 --epochs 20
-DEFAULT_LRS: dict[Strategy, dict[str, float]] = {
-    Strategy.FULL_BATCH: {
-        "gd": 0.5,
-        "sgd": 0.5,
-        "momentum": 0.1,
-        "nesterov": 0.1,
-        "adagrad": 0.03,
-        "rmsprop": 0.003,
-        "adam": 0.01,
-        "adamw": 0.01,
-    },
-    Strategy.MINI_BATCH: {
-        "gd": 0.3,
-        "sgd": 0.3,
-        "momentum": 0.03,
-        "nesterov": 0.03,
-        "adagrad": 0.03,
-        "rmsprop": 0.001,
-        "adam": 0.003,
-        "adamw": 0.003,
-    },
-    Strategy.ONLINE: {
-        "gd": 0.01,
-        "sgd": 0.01,
-        "momentum": 0.001,
-        "nesterov": 0.001,
-        "adagrad": 0.01,
-        "rmsprop": 0.0003,
-        "adam": 0.0003,
-        "adamw": 0.0003,
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -83,8 +54,9 @@ class Job:
 
 
 def default_lr(strategy: Strategy, optimizer: OptimizerConfig) -> float:
-    """The optimizer's own lr if it was written in the config, else DEFAULT_LRS for the strategy."""
-    if "lr" in optimizer.model_fields_set:
+    """The optimizer's own lr if it was written in the config, else DEFAULT_LRS for the strategy (the
+    table lives in config.py: a run's unset lr takes the same value)."""
+    if "lr" in optimizer.model_fields_set and optimizer.lr is not None:
         return optimizer.lr
     return DEFAULT_LRS[strategy][optimizer.name]
 
@@ -153,6 +125,10 @@ def build_grid(base: RunConfig, cc: CompareConfig, n_train: int, threads: int | 
             tree["optimizer"] = {**opt.model_dump(mode="python"), "lr": lr}
             tree["schedule"] = sched.model_dump(mode="python")
             tree["stop"].update(budget_stop(cc.budget))
+            if base.stop.early_stopping_metric == StopConfig().early_stopping_metric:
+                # Runs compared under one budget all use it: the single-run default early stopping is off
+                # (set stop.early_stopping_metric to another metric to compare with early stopping).
+                tree["stop"]["early_stopping_metric"] = None
             tree["eval"]["every_updates"] = eval_every_updates(choice, batch, n_train, cc)
             tree["seed"] = seed
             if threads is not None:

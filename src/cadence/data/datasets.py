@@ -37,6 +37,11 @@ class Dataset:
     class_names: list[str] = field(default_factory=list)
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    # What a saved model needs to read raw inputs as these were read (models/artefact.py):
+    feature_names: list[str] = field(default_factory=list)  # CSV columns, in the order of the features
+    target_name: str | None = None  # the CSV target column
+    image: dict | None = None  # image data: {"size": [H, W], "channels": C, "divide_by": pixel divisor}
+    test_rows: np.ndarray | None = None  # indices into the given rows of the test split (None: given apart)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -85,11 +90,20 @@ def from_arrays(
     name: str = "arrays",
     class_names: list[str] | None = None,
     images: bool = False,
+    feature_names: list[str] | None = None,
+    target_name: str | None = None,
+    image: dict | None = None,
 ) -> Dataset:
     """Build a Dataset from arrays: checks, seeded split, standardization fitted on the training part.
 
+    Args:
+        class_names: the name of each class (label i is class_names[i]), kept with a saved model.
+        images: the features are pixels (one standardization scale by default).
+        feature_names, target_name, image: how the raw inputs were read, kept with a saved model.
+
     Raises:
-        DataError: empty data, wrong shapes, non-finite values, labels outside [0, n_classes).
+        DataError: empty data, wrong shapes, non-finite values, labels outside [0, n_classes), a
+            classification with a single class.
     """
     config = config or DataConfig()
     x = as_numpy(x, "features")
@@ -127,11 +141,19 @@ def from_arrays(
 
     if config.limit is not None:
         x, y = x[: config.limit], y[: config.limit]
+    if task == "classification" and len(y) > 1 and (y == y[0]).all():
+        name_of = f" ({class_names[y[0]]!r})" if class_names and y[0] < len(class_names) else ""
+        raise DataError(
+            f"every label is {int(y[0])}{name_of}: a classifier needs at least two classes to tell apart (with "
+            "one, every prediction is trivially right). Fix: add samples of the other classes."
+        )
     labels = y if task == "classification" else None
     idx = np.arange(len(x))
+    test_rows = None
     if x_test is None and config.test_fraction > 0:
         idx, test_idx = _split(idx, labels, config.test_fraction, seed, config)
         x_test, y_test = x[test_idx], y[test_idx]
+        test_rows = test_idx
     train_idx, val_idx = idx, idx[:0]
     if config.val_fraction > 0:
         # val_fraction is of all samples given; convert to a fraction of what the test split left.
@@ -139,6 +161,7 @@ def from_arrays(
         train_idx, val_idx = _split(idx, labels, frac, seed, config)
     if x_test is None:
         x_test, y_test = x[:0], y[:0]
+        test_rows = idx[:0]
     if len(train_idx) == 0:
         raise DataError(f"the training part is empty after the split ({len(x)} samples). Fix: pass more data.")
 
@@ -179,6 +202,10 @@ def from_arrays(
         class_names=class_names or [],
         mean=None if mean is None else torch.as_tensor(mean),
         std=None if std is None else torch.as_tensor(std),
+        feature_names=list(feature_names or []),
+        target_name=target_name,
+        image=image,
+        test_rows=test_rows,
     )
 
 
@@ -240,19 +267,46 @@ def load_data(config: DataConfig | None = None, seed: int = 0) -> Dataset:
             name=name,
             class_names=FASHION_CLASSES if name == "fashion-mnist" else [str(c) for c in range(10)],
             images=True,
+            image={"size": [28, 28], "channels": 1, "divide_by": 1.0},  # IDX pixels are 0..255
         )
     path = Path(name)
     if path.suffix.lower() == ".csv":
         from cadence.data.files import load_csv
 
-        x, y, _ = load_csv(path, config.target)
-        return from_arrays(x, y, config=config, seed=seed, name=path.name)
+        table = load_csv(path, config.target)
+        if table.classes is not None and config.task == "regression":
+            raise DataError(
+                f"{path} target column {config.target!r} holds text ({table.classes[0]!r}, ...), which cannot be "
+                "regressed on. Fix: give a numeric target, or drop data.task='regression' to classify."
+            )
+        data = from_arrays(
+            table.x,
+            table.y,
+            config=config,
+            seed=seed,
+            n_classes=None if table.classes is None else len(table.classes),
+            name=path.name,
+            class_names=table.classes,
+            feature_names=table.features,
+            target_name=config.target,
+        )
+        if data.task == "classification" and not data.class_names:  # integer codes name themselves
+            data.class_names = [str(c) for c in range(data.n_classes)]
+        return data
     if path.is_dir():
-        from cadence.data.files import load_image_folder
+        from cadence.data.files import PIXEL_SCALE, load_image_folder
 
         x, y, classes = load_image_folder(path, size=config.image_size)
+        image = {"size": list(config.image_size), "channels": int(x.shape[1]), "divide_by": PIXEL_SCALE}
         return from_arrays(
-            x, y, config=config, seed=seed, n_classes=len(classes), name=path.name, class_names=classes
+            x,
+            y,
+            config=config,
+            seed=seed,
+            n_classes=len(classes),
+            name=path.name,
+            class_names=classes,
+            image=image,
         )
     raise DataError(
         f"unknown data set {name!r}. Allowed: {', '.join(BUILTIN)}, a path to a .csv file (with --target), "

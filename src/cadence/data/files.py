@@ -7,25 +7,40 @@ datasets.py's and checks.py's.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from cadence.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+PIXEL_SCALE = 255.0  # folder images are divided by this: pixel values in [0, 1]
 _GRAY_MODES = ("1", "L", "LA")
 
 
-def load_csv(path: str | Path, target: str | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read a CSV file with a header row into features, targets and the feature names.
+class CsvTable(NamedTuple):
+    """A CSV file as arrays: features [N, F] float32, targets [N], the feature column names, and the class
+    names when the targets are text (label i is classes[i]); None for numeric targets."""
 
-    Every column but `target` is a feature and must be numeric. The targets are int64 when every
-    value is written as an integer (classification), float32 otherwise (regression).
+    x: np.ndarray
+    y: np.ndarray
+    features: list[str]
+    classes: list[str] | None
+
+
+def load_csv(path: str | Path, target: str | None) -> CsvTable:
+    """Read a CSV file with a header row into features, targets, the feature names and the class names.
+
+    Every column but `target` is a feature and must be numeric. The targets are int64 class indices when
+    every value is written as an integer (label = the integer) or every value is text (classes = the
+    sorted distinct values, e.g. "setosa"), float32 otherwise (regression).
 
     Raises:
-        DataError: missing or empty file, no header, unknown or unset target, a ragged row, or a
-            non-numeric cell (named by line, column and value).
+        DataError: missing or empty file, no header, unknown or unset target, a ragged row, a
+            non-numeric feature cell or a value beyond float32 (named by line, column and value), or a
+            target column that mixes numbers and text.
     """
     path = Path(path)
     header, lines, rows = _read_rows(path)
@@ -42,9 +57,47 @@ def load_csv(path: str | Path, target: str | None) -> tuple[np.ndarray, np.ndarr
     t = header.index(target)
     features = [name for i, name in enumerate(header) if i != t]
     cells = np.array(rows, dtype=object)
-    x = _parse_floats(np.delete(cells, t, axis=1), path, lines, features)
-    y = _parse_target(cells[:, t], path, lines, target)
-    return x, y, features
+    x = parse_features(np.delete(cells, t, axis=1), path, lines, features)
+    y, classes = _parse_target(cells[:, t], path, lines, target)
+    return CsvTable(x, y, features, classes)
+
+
+def csv_chunks(path: str | Path, rows: int) -> Iterator[tuple[list[str], list[int], list[list[str]]]]:
+    """A CSV file read `rows` data rows at a time, for inputs too large to hold: yields (header, the file
+    line of each row, the rows); blank lines skipped, every row checked against the header.
+
+    Raises:
+        DataError: missing or unreadable file, no header, a ragged row (named by its line).
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            header = next((row for row in reader if any(c.strip() for c in row)), None)
+            if header is None:
+                raise DataError(f"CSV file {path} is empty. Fix: write a header row, then data rows.")
+            header = [c.strip() for c in header]
+            lines: list[int] = []
+            chunk: list[list[str]] = []
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(
+                        f"line {reader.line_num} of {path} has {len(row)} fields but the header has "
+                        f"{len(header)}. Fix: give every row one value per column."
+                    )
+                lines.append(reader.line_num)
+                chunk.append(row)
+                if len(chunk) == rows:
+                    yield header, lines, chunk
+                    lines, chunk = [], []
+            if chunk:
+                yield header, lines, chunk
+    except FileNotFoundError:
+        raise DataError(f"CSV file {path} does not exist. Fix: pass the path of a .csv file.") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} is not a readable UTF-8 CSV file: {err}.") from None
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
@@ -84,32 +137,67 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _parse_floats(cells: np.ndarray, path: Path, lines: list[int], columns: list[str]) -> np.ndarray:
+def parse_features(cells: np.ndarray, path: Path, lines: list[int], columns: list[str]) -> np.ndarray:
+    """Feature cells (text) as float32, or a DataError naming the line, column and value of the first
+    cell that is not a number, not finite, or beyond float32."""
     try:
-        return cells.astype(np.float32)
+        # float64 first: a value such as 1e39 is finite there, so it is reported as too large, not as inf
+        values = cells.astype(np.float64)
     except ValueError:
-        pass
-    for (row, col), value in np.ndenumerate(cells):  # slow path, only to name the bad cell
-        if not _is_number(value):
-            raise DataError(
-                f"{path} line {lines[row]}, column {columns[col]!r}: {value!r} is not a number. "
-                "Fix: encode categories as numbers and fill empty cells."
-            ) from None
-    raise AssertionError("unreachable: astype failed but every cell parsed")
-
-
-def _parse_target(values: np.ndarray, path: Path, lines: list[int], target: str) -> np.ndarray:
-    try:
-        return np.array([int(v) for v in values], dtype=np.int64)
-    except ValueError:
-        pass
-    for row, value in enumerate(values):
-        if not _is_number(value):
-            raise DataError(
-                f"{path} line {lines[row]}, target column {target!r}: {value!r} is not a number. "
-                "Fix: encode classes as integers 0..K-1 (or give a numeric target for regression)."
-            )
+        for (row, col), value in np.ndenumerate(cells):  # slow path, only to name the bad cell
+            if not _is_number(value):
+                raise DataError(
+                    f"{path} line {lines[row]}, column {columns[col]!r}: {value!r} is not a number. "
+                    "Fix: encode categories as numbers and fill empty cells."
+                ) from None
+        raise AssertionError("unreachable: astype failed but every cell parsed") from None
+    limit = float(np.finfo(np.float32).max)
+    bad = ~np.isfinite(values) | (np.abs(values) > limit)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        value = cells[row, col]
+        why = (
+            f"is beyond float32 (+-{limit:.3g}), which training uses. Fix: rescale that column (e.g. log, or "
+            "divide by a constant)"
+            if np.isfinite(values[row, col])
+            else "is not finite (NaN or inf). Fix: impute or drop that row"
+        )
+        raise DataError(
+            f"{path} line {lines[row]}, column {columns[col]!r}: {value!r} {why}"
+            + (f"; {int(bad.sum())} such cells in all." if bad.sum() > 1 else ".")
+        )
     return values.astype(np.float32)
+
+
+def _parse_target(
+    values: np.ndarray, path: Path, lines: list[int], target: str
+) -> tuple[np.ndarray, list[str] | None]:
+    """(int64 labels, None) for integer values, (float32 targets, None) for other numbers, and
+    (int64 indices, sorted class names) for text values."""
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64), None
+    except ValueError:
+        pass
+    numeric = [_is_number(v) for v in values]
+    if all(numeric):
+        return values.astype(np.float32), None
+    empty = [row for row, v in enumerate(values) if not str(v).strip()]
+    if empty:
+        raise DataError(
+            f"{path} line {lines[empty[0]]}, target column {target!r} is empty. "
+            "Fix: fill in every target or drop those rows."
+        )
+    if any(numeric):  # mostly one kind with a stray value of the other: a typo, not a class
+        first_text = numeric.index(False)
+        first_number = numeric.index(True)
+        raise DataError(
+            f"{path} target column {target!r} mixes numbers ({values[first_number]!r} at line "
+            f"{lines[first_number]}) and text ({values[first_text]!r} at line {lines[first_text]}). Fix: write "
+            "every class as text (e.g. setosa) or as an integer code 0..K-1, or give a numeric target for "
+            "regression."
+        )
+    classes, y = np.unique(np.char.strip(values.astype(str)), return_inverse=True)
+    return y.astype(np.int64), [str(c) for c in classes]
 
 
 def load_image_folder(
@@ -122,7 +210,8 @@ def load_image_folder(
     grays as GIFs use), else all are converted to RGB (C = 3).
 
     Raises:
-        DataError: no such folder, no class subfolders, a class with no images, an unreadable image.
+        DataError: no such folder, no class subfolders or only one, a class with no images, an unreadable
+            image.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -136,6 +225,12 @@ def load_image_folder(
             f"{path} has no class subfolders"
             + (f" ({loose} images lie directly in it)" if loose else "")
             + f". Fix: put the images of each class in their own subfolder, e.g. {path}/cat/1.png."
+        )
+    if len(classes) == 1:
+        raise DataError(
+            f"{path} has one class subfolder ({classes[0]}); a classifier needs at least two classes to tell "
+            f"apart (with one, every prediction is trivially right). Fix: add a subfolder of images for each "
+            f"other class, e.g. {path}/other/1.png."
         )
     height, width = size
     arrays: list[np.ndarray] = []
@@ -153,11 +248,43 @@ def load_image_folder(
             except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
                 raise DataError(f"cannot read image {file}: {err}. Fix: replace or delete the file.") from None
             labels.append(label)
-    rgb = any(a.ndim == 3 for a in arrays)
-    # Gray [H, W] -> [1, H, W]; RGB [H, W, 3] -> [3, H, W]; gray copied to 3 channels if any is RGB.
-    chw = [a.transpose(2, 0, 1) if a.ndim == 3 else np.repeat(a[None], 3 if rgb else 1, axis=0) for a in arrays]
-    x = np.stack(chw).astype(np.float32) / 255.0
+    x = _stack(arrays, 3 if any(a.ndim == 3 for a in arrays) else 1, PIXEL_SCALE)
     return x, np.asarray(labels, dtype=np.int64), classes
+
+
+def read_images(files: list[Path], size: tuple[int, int], channels: int, divide_by: float) -> np.ndarray:
+    """Image files as float32 [N, C, H, W] read exactly as `load_image_folder` reads them for training:
+    resized to `size` = (H, W), `channels` 1 (a colour image becomes Pillow's luminance) or 3 (gray is
+    copied), pixel values divided by `divide_by` (PIXEL_SCALE for folders, 1 for IDX pixels 0..255).
+
+    Raises:
+        DataError: a file that is missing or not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = size
+    arrays = []
+    for file in files:
+        try:
+            a = _read_image(Path(file), width, height)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"cannot read image {file}: {err}. Fix: replace or delete the file.") from None
+        if channels == 1 and a.ndim == 3:
+            with Image.fromarray(a) as img:
+                a = np.asarray(img.convert("L"))
+        arrays.append(a)
+    return _stack(arrays, channels, divide_by)
+
+
+def _stack(arrays: list[np.ndarray], channels: int, divide_by: float) -> np.ndarray:
+    # Gray [H, W] -> [C, H, W] (copied to 3 channels for colour data); RGB [H, W, 3] -> [3, H, W].
+    chw = [a.transpose(2, 0, 1) if a.ndim == 3 else np.repeat(a[None], channels, axis=0) for a in arrays]
+    return np.stack(chw).astype(np.float32) / divide_by
+
+
+def images_in(folder: str | Path) -> list[Path]:
+    """The image files directly in `folder`, sorted by name (hidden files left out)."""
+    return _images_in(Path(folder))
 
 
 def _read_image(file: Path, width: int, height: int) -> np.ndarray:

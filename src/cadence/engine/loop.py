@@ -21,10 +21,12 @@ from cadence.engine.faults import Guard
 from cadence.engine.options import run_schedule, step_options
 from cadence.engine.run import Run
 from cadence.engine.step import step
-from cadence.engine.stopping import Stopping, StopReason
+from cadence.engine.stopping import Stopping, StopReason, budget_note
 from cadence.engine.strategies import Update, updates_per_epoch
 from cadence.errors import ConfigError, clip
 from cadence.models import build_model
+from cadence.models.artefact import describe_inputs
+from cadence.models.builders import check_trusted, module_spec
 from cadence.optim import build_optimizer
 
 
@@ -116,6 +118,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     resume_from: str | Path | None = None,
     allow_changes: bool = False,
+    trust_code: bool = False,
     **overrides,
 ) -> Run:
     """Train `model` on `data` under `config.strategy`; return a Run with history and stop reason.
@@ -132,6 +135,8 @@ def train(
             exactly: weights, optimizer, schedule, RNG, counters, history and data position come back.
             `config=None` means the checkpoint's config (overrides apply on top).
         allow_changes: resume even though the config or data differ from the checkpoint's.
+        trust_code: let a checkpoint's config import the `package.module:factory` it names (without it,
+            only a factory named again in `model`/overrides is imported).
 
     Raises:
         ConfigError, DataError: bad settings or data, before anything is trained.
@@ -144,9 +149,14 @@ def train(
         overrides = {**overrides, "data.name": data}
         data = None
     ckpt = checkpoint.find(resume_from) if resume_from is not None else None
+    spec_from_file = ckpt is not None and config is None and model is None and "model.spec" not in overrides
     if ckpt is not None and config is None:
         config = resume.resume_config(ckpt)
     config = resolve_config(config, overrides)
+    if spec_from_file:
+        check_trusted(config.model.spec, f"checkpoint {ckpt.path}", trust_code)
+    if isinstance(model, nn.Module):  # config.yaml records the module, not the default spec
+        config = config.with_overrides({f"model.{k}": v for k, v in module_spec(model).items()})
     model, data = prepare(model, data, config)
     x, y, n = data.x_train, data.y_train, len(data.x_train)
     threads = torch.get_num_threads()
@@ -279,6 +289,8 @@ def _finish(
         StopReason.EARLY_STOPPED: "no improvement of the validation metric within the patience"
         + ("; restored the best weights" if restored else ""),
     }.get(reason, "")
+    if reason == StopReason.BUDGET and state.stopping is not None:
+        message = budget_note(state.config.stop, state.history, state.stopping)
     return Run(
         config=state.config,
         model=model,
@@ -295,6 +307,7 @@ def _finish(
         confusion_matrix=confusion,
         restored_best=restored,
         message=message,
+        inputs=describe_inputs(data),
     )
 
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from safetensors.torch import save_file
 from torch import nn
 
 from cadence.config import RunConfig
 from cadence.engine.stopping import StopReason
+from cadence.models import artefact
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Run:
     restored_best: bool = False
     message: str = ""
     skipped_updates: int = 0  # non-finite updates not applied (stop.on_nonfinite skip/rollback)
+    inputs: dict | None = None  # what the saved model needs to read raw inputs (models/artefact.py)
 
     def __repr__(self) -> str:  # the dataclass repr holds the config, model and history: 280 KB after 1k epochs
         name = next((k for k in ("test_accuracy", "test_r2") if k in self.test_metrics), None)
@@ -116,13 +117,13 @@ class Run:
             writer.writerows(self.history)
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors into `run_dir`."""
+        """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors (the weights, with what
+        `cadence.load` needs to predict on raw inputs) into `run_dir`."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
         self.to_jsonl(run_dir / "history.jsonl")
         self.to_csv(run_dir / "history.csv")
         (run_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
-        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(run_dir / "model.safetensors"))
+        artefact.save(run_dir / artefact.FILENAME, self.model, self.config, self.inputs)
         return run_dir

@@ -7,6 +7,7 @@ comes from the step (a non-finite loss is never applied).
 from __future__ import annotations
 
 import copy
+import math
 from enum import StrEnum
 
 from torch import nn
@@ -84,3 +85,36 @@ class Stopping:
             return False
         model.load_state_dict(self.best_state)
         return True
+
+
+def budget_note(config: StopConfig, history: list[dict], stopping: Stopping) -> str:
+    """For a run that ended on its budget: a sentence saying so when the watched metric was still improving
+    (early stopping had not run out of patience, or, without it, the last evaluations still improved
+    on the ones before), with the fix; "" otherwise."""
+    metric = config.early_stopping_metric or "train_loss"
+    values = [r[metric] for r in history if isinstance(r.get(metric), float) and math.isfinite(r[metric])]
+    if len(values) < 2:
+        return ""
+    sign = 1.0 if lower_is_better(metric) else -1.0
+    if config.early_stopping_metric is not None:
+        since = stopping.bad_checks  # evaluations since the best one
+        if since >= config.early_stopping_patience:
+            return ""
+    else:
+        recent, before = values[-1], values[max(0, len(values) - 4)]
+        if sign * (before - recent) <= 1e-3 * abs(before):
+            return ""
+        since = 0
+    when = "at the last evaluation" if since == 0 else f"{since} evaluation{'s' * (since > 1)} before the end"
+    budgets = {
+        "max_epochs": "--max-epochs",
+        "max_updates": "--max-updates",
+        "max_samples": "--max-samples",
+        "max_seconds": "--max-seconds",
+    }
+    set_ = [f"{k}={getattr(config, k):g}" for k in budgets if getattr(config, k) is not None]
+    flags = "/".join(budgets[k] for k in budgets if getattr(config, k) is not None)
+    return (
+        f"{metric} was still improving (best {when}) when the budget ({', '.join(set_)}) ran out. "
+        f"Fix: a larger budget ({flags}) may give a better model."
+    )

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from cadence.config import OptimizerConfig
+from cadence.config import DEFAULT_LRS, OptimizerConfig, Strategy
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -19,6 +19,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimizerConfi
     (theta <- theta*(1 - lr*wd) before the Adam step). The README table and tests/optim/test_optimizers.py
     give each rule and where torch's form differs from the textbook one.
     """
+    if config.lr is None:  # a bare OptimizerConfig, not resolved by a RunConfig for its strategy
+        config = config.model_copy(update={"lr": DEFAULT_LRS[Strategy.MINI_BATCH][config.name]})
     c = config
     wd = c.weight_decay or 0.0
     if c.name in ("gd", "sgd"):
