@@ -23,7 +23,12 @@ from cadence.tuning.workers import budget_state, run_worker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SMALL = {"data": {"name": "digits"}, "model": {"spec": "mlp:16"}, "stop": {"max_epochs": 2}, "threads": 1}
+SMALL = {
+    "data": {"name": "digits"},
+    "model": {"spec": "mlp:16"},
+    "stop": {"max_epochs": 2, "early_stopping_metric": None},
+    "threads": 1,
+}
 
 
 def base(**changes):
@@ -180,6 +185,10 @@ def test_the_final_run_refits_on_train_and_validation_unless_told_not_to():
     assert kept.best_config.data.val_fraction == 0.1 and not kept.meta["refit"]
     assert kept.final.samples_seen == 2 * n_train
     assert kept.final.val_metrics["val_accuracy"] == kept.best["value"]  # the best trial, re-run exactly
+    # Early stopping reads the validation split, so the final run keeps it, and says so.
+    stopping = tune(base(**{"stop.early_stopping_metric": "val_loss"}), settings)
+    assert stopping.best_config.data.val_fraction == 0.1 and not stopping.meta["refit"]
+    assert "keeps the validation split" in stopping.meta["notes"][0]
 
 
 def test_cross_validation_reports_running_means_at_fold_ends(digits):

@@ -256,6 +256,8 @@ def tune(
                 + ", ".join(f"{k} {v:.4f}" for k, v in test.items()),
                 highlight=False,
             )
+        for note in result.meta.get("notes", []):
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         if result.best_config is not None:
             out_console.print(f"best config: {folder / 'best.yaml'}  (cadence train -c {folder / 'best.yaml'})")
         out_console.print(f"report: {report}")

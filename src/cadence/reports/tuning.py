@@ -290,7 +290,9 @@ def study_html(summary: dict, plots: dict[str, Path]) -> str:
         f"<figcaption>{escape(OPTUNA_PLOTS.get(name, name))}</figcaption></figure>"
         for name, path in plots.items()
     )
-    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in summary.get("plot_notes", []))
+    notes = "".join(
+        f'<p class="note">{escape(n)}</p>' for n in [*summary.get("notes", []), *summary.get("plot_notes", [])]
+    )
     return (
         "".join(f'<p class="headline">{escape(line)}</p>' for line in lines)
         + f'<details><summary>{len(trials)} trials</summary><div class="wide"><table id="trials">'
