@@ -25,7 +25,7 @@ DIGITS = {"n_features": 64, "n_classes": 10, "center": 8.0, "scale": 6.0}
 
 def _config(model: str = "logreg", lr: float = 0.05, **stream):
     settings = {"checkpoint_seconds": None, "publish_seconds": None, "idle_seconds": 0.3, **DIGITS, **stream}
-    return build_config({"model": {"spec": model}, "optimizer": {"lr": lr}, "stream": settings})
+    return build_config({"model": {"spec": model}, "optimizer": {"name": "sgd", "lr": lr}, "stream": settings})
 
 
 def _quiet(line: str) -> None:

@@ -19,7 +19,7 @@ from cadence.serve import Replica, Server, SnapshotStore, StreamLearner, create_
 def _learner(redis_server, stream_name, run_dir, **stream):
     settings = {"n_features": 64, "n_classes": 10, "center": 8.0, "scale": 6.0, "checkpoint_seconds": None,
                 "publish_seconds": None, "idle_seconds": 0.5, **stream}  # fmt: skip
-    cfg = build_config({"model": {"spec": "mlp:32"}, "optimizer": {"lr": 0.05}, "stream": settings})
+    cfg = build_config({"model": {"spec": "mlp:32"}, "optimizer": {"name": "sgd", "lr": 0.05}, "stream": settings})
     return StreamLearner(cfg, RedisSource(redis_server.url(stream_name)), run_dir, log=lambda s: None)
 
 
