@@ -109,6 +109,11 @@ def tune(
 ) -> TuneResult:
     """Search `settings.space` over `config` with Optuna; return every trial and the best config's test run.
 
+    Every trial trains `config` with its parameters (and the run's seed); the pruner sees the validation
+    metric at each epoch end. At the end (`settings.final`) the best trial's parameters are trained once
+    more, on train + validation when `settings.refit` and the config reads no validation metric, else on
+    the train split; that run is the only one evaluated on the test split.
+
     Args:
         config: the run every trial starts from (data, model, budget, ...).
         settings: a TuneConfig (or dict of the YAML `tune:` section).
