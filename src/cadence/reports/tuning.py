@@ -272,7 +272,12 @@ def study_html(summary: dict, plots: dict[str, Path]) -> str:
         )
     test = {k: v for k, v in final.items() if k.startswith("test_") and isinstance(v, float)}
     if test:
-        lines.append("Re-run once on the test split: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) + ".")
+        how = "on train + validation (refit)" if summary.get("refit") else "on the train split"
+        lines.append(
+            f"The best config, trained once more {how}, on the test split: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in test.items())
+            + "."
+        )
     trials = summary["trials"]
     keys = sorted({k for t in trials for k in t["params"]})
     head = "".join(
