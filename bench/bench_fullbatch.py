@@ -14,41 +14,37 @@ import bench_minibatch
 import ceiling
 import fashion
 import references as ref
-from cadence.engine import fast, train
+from cadence.engine import train
 from common import FLOPS_PER_SAMPLE, REPEATS, fresh_model, initial_state, threads
 
 LR, UPDATES = 0.1, 3
 THREADS = bench_minibatch.THREADS
 
 
-def cadence_seconds(data, state, autograd: bool = False) -> list[float]:
+def cadence_seconds(data, state, autograd: bool = False) -> tuple[list[float], int]:
+    """Seconds per update of REPEATS runs, and the threads the runs used (the default chooses them)."""
     out = []
-    engine_for = fast.engine_for
-    if autograd:
-        fast.engine_for = lambda *args: None
-    try:
-        for _ in range(REPEATS):
-            run = train(
-                fresh_model(state),
-                data,
-                strategy="full-batch",
-                optimizer="gd",
-                lr=LR,
-                max_epochs=UPDATES,
-                threads=THREADS,
-            )
-            out.append(run.train_seconds / run.updates)
-    finally:
-        fast.engine_for = engine_for
-    return out
+    for _ in range(REPEATS):
+        run = train(
+            fresh_model(state),
+            data,
+            strategy="full-batch",
+            optimizer="gd",
+            lr=LR,
+            max_epochs=UPDATES,
+            threads=THREADS,
+            engine="autograd" if autograd else "auto",  # autograd: the general path, for comparison
+        )
+        out.append(run.train_seconds / run.updates)
+    return out, run.threads
 
 
-def row(system: str, seconds: list[float], note: str = "") -> dict:
+def row(system: str, seconds: list[float], note: str = "", n_threads: int | None = None) -> dict:
     return {
         "system": system,
         "seconds_per_update": statistics.median(seconds),
         "seconds": seconds,
-        "threads": torch.get_num_threads(),
+        "threads": n_threads or torch.get_num_threads(),
         "note": note,
     }
 
@@ -61,9 +57,11 @@ def main() -> dict:
 
 
 def _measure(data, state) -> dict:
+    fast, fast_threads = cadence_seconds(data, state)
+    slow, slow_threads = cadence_seconds(data, state, autograd=True)
     rows = [
-        row("cadence full-batch", cadence_seconds(data, state), "fast engine, chunks of 8192"),
-        row("cadence full-batch, autograd path", cadence_seconds(data, state, autograd=True), "fast engine off"),
+        row("cadence full-batch", fast, "batch engine, chunks of 8192", fast_threads),
+        row("cadence full-batch, autograd path", slow, "autograd", slow_threads),
     ]
     plain = ref.plain_full_batch(fresh_model(state), data.x_train, data.y_train, LR, REPEATS * UPDATES)
     rows.append(row("plain eager loop, whole set at once", plain))

@@ -12,7 +12,8 @@ import statistics
 import ceiling
 import fashion
 import references as ref
-from cadence.engine import fast, train
+from cadence.engine import train
+from cadence.engine.fast import kernel
 from common import REPEATS, fresh_model, initial_state, threads, write
 
 LR = 0.001
@@ -22,25 +23,20 @@ QUICK = os.environ.get("CADENCE_BENCH_QUICK") == "1"  # smaller slices, for tryi
 def cadence_runs(data, state, autograd: bool = False, max_samples: int | None = None) -> tuple[list[float], float]:
     """samples/s of REPEATS runs (Run.samples_per_s: training updates only) and the last run's accuracy."""
     rates, acc = [], float("nan")
-    engine_for = fast.engine_for
-    if autograd:  # the general path, for comparison: no fast engine
-        fast.engine_for = lambda *args: None
-    try:
-        for _ in range(REPEATS):
-            run = train(
-                fresh_model(state),
-                data,
-                strategy="online",
-                optimizer="sgd",
-                lr=LR,
-                max_epochs=1,
-                max_samples=max_samples,
-                seed=0,
-            )
-            rates.append(run.samples_per_s)
-            acc = run.test_metrics["test_accuracy"]
-    finally:
-        fast.engine_for = engine_for
+    for _ in range(REPEATS):
+        run = train(
+            fresh_model(state),
+            data,
+            strategy="online",
+            optimizer="sgd",
+            lr=LR,
+            max_epochs=1,
+            max_samples=max_samples,
+            seed=0,
+            engine="autograd" if autograd else "auto",  # autograd: the general path, for comparison
+        )
+        rates.append(run.samples_per_s)
+        acc = run.test_metrics["test_accuracy"]
     return rates, acc
 
 
@@ -70,7 +66,7 @@ def main() -> dict:
             rates,
             1,
             acc,
-            "fast engine (compiled kernel)" if fast.kernel() else "fast engine (torch ops)",
+            "c-kernel engine" if kernel() else "batch engine (no compiled kernel)",
         )
     )
     rates, _ = cadence_runs(data, state, autograd=True, max_samples=3000 if QUICK else 10000)

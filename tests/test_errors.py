@@ -144,6 +144,28 @@ def _read_only(tmp: Path):
         os.open = real
 
 
+def _out_a_file(tmp: Path):
+    (tmp / "f").write_text("not a folder")
+    return CliRunner().invoke(app_for_cli(), ["train", "--quiet", "--max-updates", "2", "--out", str(tmp / "f")])
+
+
+def _out_another_run(tmp: Path):
+    args = ["train", "--quiet", "--model", "logreg", "--max-updates", "2", "--out", str(tmp / "run")]
+    CliRunner().invoke(app_for_cli(), args)
+    return CliRunner().invoke(app_for_cli(), args)
+
+
+def app_for_cli():
+    from cadence.cli.app import app
+
+    return app
+
+
+def _save_onto_a_file(tmp: Path):
+    (tmp / "f").write_text("not a folder")
+    cadence.train(data=(X, Y), config=FAST).save(tmp / "f")
+
+
 def _rollback_without_checkpoints(tmp: Path):
     cadence.train(data=(X, Y), config={**FAST, "stop": {"max_updates": 2, "on_nonfinite": "rollback"}})
 
@@ -158,6 +180,10 @@ CASES = [
     # configuration: Python dicts, YAML files and dotted overrides build the same checked RunConfig
     Case("config", "a negative learning rate", lambda t: build_config({"optimizer": {"lr": -1}}),
          "ConfigError", r"'optimizer\.lr' = -1: Input should be greater than 0"),
+    Case("config", "an infinite learning rate", lambda t: build_config({"optimizer": {"lr": float("inf")}}),
+         "ConfigError", r"'optimizer\.lr' = inf: Input should be a finite number"),
+    Case("config", "a device name torch does not have", lambda t: build_config({"device": "gpu"}),
+         "ConfigError", r"'device' = 'gpu': String should match pattern"),
     Case("config", "an unknown strategy", lambda t: build_config({"strategy": {"name": "sometimes"}}),
          "ConfigError", r"'strategy\.name' = 'sometimes'.*'full-batch', 'mini-batch', 'online'"),
     Case("config", "a misspelt section", lambda t: build_config({"optimzer": {"lr": 0.1}}),
@@ -213,6 +239,14 @@ CASES = [
          "ConfigError", r"unknown train\(\) argument\(s\) \['lrate'\]"),
     Case("train()", "rollback without checkpoints", _rollback_without_checkpoints,
          "ConfigError", r"'rollback' needs checkpoints.*--checkpoint-every"),
+    Case("train()", "a batch larger than the data",
+         lambda t: cadence.train(data=(X, Y), config={**FAST, "strategy": {"batch_size": 64}}),
+         "ConfigError", r"batch_size=64 is larger than the 28 training samples.*full-batch. Fix: lower"),
+    Case("train()", "a GPU that is not there",
+         lambda t: cadence.train(data=(X, Y), config={**FAST, "device": "cuda:99"}),
+         "ConfigError", r"device = 'cuda:99', but this machine has .*Fix: set device to"),
+    Case("train()", "saving onto a file", _save_onto_a_file,
+         "SaveError", r"cannot save the run to .*f: it is a file"),
     Case("train()", "checkpoint every 0 updates", lambda t: Checkpointing(t, every_updates=0),
          "ConfigError", r"every_updates = 0 must be > 0"),
     Case("train()", "keep 0 checkpoints", lambda t: Checkpointing(t, keep=0),
@@ -251,6 +285,10 @@ CASES = [
     Case("CLI", "--set optimizer.lr=true", _cli("--set", "optimizer.lr=true"),
          "exit 2", r"in command-line flags:\s+'optimizer\.lr' = True: .*expected a number"),
     Case("CLI", "--config of a missing file", _cli("--config", "TMP/missing.yaml"), "exit 2", r"does not exist"),
+    Case("CLI", "--lr inf", _cli("--lr", "inf"), "exit 2", r"'optimizer\.lr' = inf: Input should be a finite"),
+    Case("CLI", "--engine gpu", _cli("--engine", "gpu"), "exit 2", r"'--engine'.*'gpu' is not one of 'auto'"),
+    Case("CLI", "--out a file", _out_a_file, "exit 2", r"--out .*f is a file, not a folder"),
+    Case("CLI", "--out of another run", _out_another_run, "exit 2", r"holds another run .*--overwrite"),
     # model specs (issue 10): one line each, before anything is built
     Case("CLI", "--model os:system", _cli("--model", "os:system"),
          "exit 2", r"failed when called as os\.system\(input_shape=\(64,\), n_outputs=10\): TypeError"),

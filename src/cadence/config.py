@@ -76,7 +76,8 @@ DEFAULT_LRS[Strategy.STREAM] = DEFAULT_LRS[Strategy.ONLINE]  # stream is online 
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: an inf or NaN float (lr=inf, tol=nan, ...) is refused in every section.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -385,7 +386,15 @@ class RunConfig(_Model):
     stop: StopConfig = StopConfig()
     eval: EvalConfig = EvalConfig()
     seed: int = Field(0, ge=0, description="seeds the split, the init, the sample order and augmentation")
-    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    device: str = Field(
+        "cpu",
+        pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+        description="torch device: auto | cpu | cuda | cuda:N | mps; auto takes cuda when present, except for "
+        "runs the CPU's compiled one-sample kernel trains faster",
+    )
+    engine: Literal["auto", "autograd"] = Field(
+        "auto", description="auto: the fastest engine that computes the same as autograd; autograd: always it"
+    )
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast forward passes to bfloat16")
     regularization: RegularizationConfig = RegularizationConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -32,6 +32,10 @@ class CheckpointError(CadenceError):
     exit_code = 2
 
 
+class SaveError(CadenceError):
+    """A run's results could not be written (full disk, read-only folder); what was there is left intact."""
+
+
 class StreamError(CadenceError):
     """A stream could not be read or acknowledged."""
 

@@ -53,7 +53,7 @@ def test_every_config_key_is_a_train_flag_with_its_description_and_default():
         (["--activation", "tanh"], "model.activation", "tanh"),
         (["--batch-norm"], "model.batch_norm", True),
         (["--val-fraction", "0.25"], "data.val_fraction", 0.25),
-        (["--device", "meta"], "device", "meta"),
+        (["--device", "cuda:1"], "device", "cuda:1"),
         (["--betas", "0.8", "0.95"], "optimizer.betas", [0.8, 0.95]),
         (["--eps", "1e-6"], "optimizer.eps", 1e-6),
         (["--no-shuffle"], "strategy.shuffle", False),

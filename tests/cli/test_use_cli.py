@@ -148,7 +148,9 @@ def test_predict_and_evaluate_on_an_image_folder(tmp_path):
     data = cadence.load_data(
         cadence.RunConfig().data.model_copy(update={"name": str(tmp_path / "pics"), "image_size": (8, 8)})
     )
-    run = cadence.train(data=data, model="mlp:4", optimizer="adam", lr=0.05, max_epochs=10, threads=1)
+    run = cadence.train(
+        data=data, model="mlp:4", optimizer="adam", lr=0.05, max_epochs=10, threads=1, batch_size=8
+    )
     run.save(tmp_path / "run")
     result = invoke("predict", str(tmp_path / "run"), "--data", str(tmp_path / "pics"))
     assert result.exit_code == 0, result.output

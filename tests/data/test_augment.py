@@ -108,7 +108,7 @@ def test_the_training_step_feeds_augmented_batches_to_the_model():
     data = cadence.load_data(DataConfig(limit=300, standardize="global"))
     model = Recorder()
     cadence.train(
-        model, data, {"data": {"standardize": "global"}}, threads=1, max_updates=1, batch_size=300,
+        model, data, {"data": {"standardize": "global"}}, threads=1, max_updates=1, batch_size=len(data.x_train),
         **{"augment.flip": True, "strategy.shuffle": False},
     )  # fmt: skip
     seen = model.seen[0]

@@ -1,8 +1,9 @@
-"""The fast path trains to the same weights as autograd, keeps the loop's semantics, and steps aside
-(silently, correctly) for anything it does not implement."""
+"""The fast engines train to the same weights as autograd (to rounding, judged against float64), keep the
+loop's semantics, and step aside (with the reason recorded) for anything they do not implement."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -10,14 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from cadence.config import DataConfig, build_config
-from cadence.data.datasets import from_arrays, load_data
+from cadence.config import build_config
+from cadence.data.datasets import from_arrays
 from cadence.engine import Callback, StopReason, fast, train
+from cadence.engine.fast import predicate
+from cadence.engine.loop import resolve_config
+from cadence.engine.strategies import Update
+from cadence.errors import DataError
 from cadence.models import build_model
 from cadence.optim import build_optimizer
 
-# (name, lr, weight_decay): every rule the fast path implements, with and without decay. Learning rates are in
-# the stable range: at online momentum 0.9 with lr=0.01 the training itself is chaotic, and one rounding
+# (name, lr, weight_decay): every rule the fast engines implement, with and without decay. Learning rates are
+# in the stable range: at online momentum 0.9 with lr=0.01 the training itself is chaotic, and one rounding
 # difference (the kernel's dot products do not sum in MKL's order) grows to O(1) within 1000 updates.
 OPTIMIZERS = [
     ("sgd", 0.01, None),
@@ -27,11 +32,13 @@ OPTIMIZERS = [
     ("adam", 0.001, None),
     ("adamw", 0.001, 0.01),
 ]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data(DataConfig(name="digits"), seed=0)
+# "The same weights to rounding": after 1,000 float32 updates both engines' rounding has been amplified by
+# the training dynamics alike, so the fast engine's distance from a float64 autograd run must be no more than
+# float32 autograd's own, times this factor. Measured over the cases below: at most 1.2 for the weights and
+# 1.8 for the optimizer buffers, with the kernel's AVX-512, AVX2 and baseline clones alike (most are 1.0:
+# bitwise equal). Distances are over all parameters at once (max |error|): per tensor, a 1-element bias that
+# ends near 0 turns the same absolute rounding into large relative figures.
+FACTOR = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -50,41 +57,64 @@ class Capture(Callback):
         self.schedule_steps = state.scheduler.t
 
 
-def run_both(monkeypatch, data, **settings):
-    """The same run through the fast path and through autograd; also returns the engine the fast run used."""
-    used = []
-    choose = fast.engine_for
+def float64(data):
+    """The same data in float64 (inputs, and regression targets)."""
+    kw = {k: getattr(data, k).double() for k in ("x_train", "x_val", "x_test")}
+    if data.task == "regression":
+        kw |= {k: getattr(data, k).double() for k in ("y_train", "y_val", "y_test")}
+    return dataclasses.replace(data, **kw)
 
-    def spy(*args):
-        used.append(choose(*args))
-        return used[-1]
 
+def run_three(data, **settings):
+    """The same run on the fast engine, on autograd in float32 and on autograd in float64, from the same
+    initial weights: [(run, capture), ...] in that order."""
     settings.setdefault("threads", 1)  # a second thread only waits on a busy 2-core machine
-    runs = []
-    for engine_for in (spy, lambda *args: None):
-        monkeypatch.setattr(fast, "engine_for", engine_for)
+    config = resolve_config(None, settings)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.input_shape, data.n_outputs)
+    model64 = copy.deepcopy(model).double()
+    autograd = config.with_overrides({"engine": "autograd"})
+    out = []
+    for m, d, c in ((model, data, config), (model, data, autograd), (model64, float64(data), autograd)):
         capture = Capture()
-        runs.append((train(None, data, callbacks=[capture], **settings), capture))
-    return runs, used[0]
+        out.append((train(copy.deepcopy(m), d, c, callbacks=[capture]), capture))
+    return out
 
 
-def assert_close(fast_tensors, autograd_tensors, rel=1e-5):
-    for got, want in zip(fast_tensors, autograd_tensors, strict=True):
-        scale = max(float(want.detach().abs().max()), 1e-12)
-        assert float((got - want).detach().abs().max()) <= rel * scale
+def distance(tensors, reference) -> float:
+    """max |t - ref| over all the tensors, in float64."""
+    return max(
+        float((t.detach().double() - r.detach().double()).abs().max())
+        for t, r in zip(tensors, reference, strict=True)
+    )
+
+
+def assert_as_close_as_autograd(fast_tensors, autograd_tensors, float64_tensors, floor: float = 1e-7):
+    """The fast engine is no further from float64 than float32 autograd is, times FACTOR (`floor`: a
+    distance below float32's resolution, for the cases where autograd happens to round exactly)."""
+    fast_tensors, autograd_tensors = list(fast_tensors), list(autograd_tensors)
+    float64_tensors = list(float64_tensors)
+    assert len(fast_tensors) == len(autograd_tensors) == len(float64_tensors)
+    if not float64_tensors:  # plain SGD keeps no optimizer state
+        return
+    scale = max(float(t.detach().abs().max()) for t in float64_tensors)
+    got = distance(fast_tensors, float64_tensors)
+    allowed = FACTOR * distance(autograd_tensors, float64_tensors) + floor * scale
+    assert got <= allowed, f"fast engine {got:.3g} from float64; float32 autograd x {FACTOR} allows {allowed:.3g}"
+
+
+def state_tensors(capture) -> list[torch.Tensor]:
+    state = capture.optimizer_state
+    return [state[key][name] for key in sorted(state) for name in sorted(state[key])]
 
 
 @pytest.mark.parametrize(("name", "lr", "weight_decay"), OPTIMIZERS)
-@pytest.mark.parametrize(("strategy", "engine"), [("online", "OnlineKernel"), ("mini-batch", "BatchEngine")])
+@pytest.mark.parametrize(("strategy", "engine"), [("online", "c-kernel"), ("mini-batch", "batch")])
 @pytest.mark.parametrize("task", ["classification", "regression"])
-def test_fast_path_matches_autograd_after_1000_updates(
-    monkeypatch, digits, regression, name, lr, weight_decay, strategy, engine, task
+def test_fast_engine_is_as_close_to_float64_as_autograd_after_1000_updates(
+    digits, regression, name, lr, weight_decay, strategy, engine, task
 ):
     data = digits if task == "classification" else regression
-    if (task, strategy, name) == ("regression", "mini-batch", "sgd"):
-        # Open: since main's stratified/float64 split, the 1-element output bias of this case ends 4e-5 apart
-        # (relative) after 1,000 float32 updates; every other case holds 1e-5. Not loosened; tracked in the note.
-        pytest.xfail("regression mini-batch sgd: output bias 4e-5 relative apart after the data-split change")
     settings = dict(
         strategy=strategy,
         batch_size=8,
@@ -93,119 +123,136 @@ def test_fast_path_matches_autograd_after_1000_updates(
         weight_decay=weight_decay,
         max_updates=1000,
         max_epochs=1000,
+        eval_every_updates=300,
     )
-    runs, used = run_both(monkeypatch, data, eval_every_updates=300, **{"model.spec": "mlp:16"}, **settings)
-    (quick, quick_state), (slow, slow_state) = runs
+    (quick, quick_state), (slow, slow_state), (exact, exact_state) = run_three(
+        data, **{"model.spec": "mlp:16"}, **settings
+    )
 
-    assert type(used).__name__ == engine
-    assert_close(list(quick.model.parameters()), list(slow.model.parameters()))
+    assert (quick.engine, quick.engine_fallback, slow.engine) == (engine, None, "autograd")
+    assert_as_close_as_autograd(quick.model.parameters(), slow.model.parameters(), exact.model.parameters())
     # Same run otherwise: counters, evaluation points, losses, optimizer and schedule state.
     assert (quick.updates, quick.samples_seen, quick.stop_reason) == (1000, slow.samples_seen, StopReason.BUDGET)
     assert [r["updates"] for r in quick.history] == [r["updates"] for r in slow.history]
-    np.testing.assert_allclose(
-        [r["train_loss"] for r in quick.history], [r["train_loss"] for r in slow.history], rtol=1e-5
-    )
-    for key, want in slow_state.optimizer_state.items():
-        got = quick_state.optimizer_state[key]
-        assert sorted(got) == sorted(want)
-        # Buffers hold differences of gradients, so their relative rounding is larger than the weights'.
-        assert_close([got[k] for k in sorted(want)], [want[k] for k in sorted(want)], rel=1e-4)
+    for q, s, e in zip(quick.history, slow.history, exact.history, strict=True):
+        # The mean of 300 float32 losses: a few float32 ulps are its own rounding.
+        q_loss, s_loss, e_loss = (torch.tensor(r["train_loss"]) for r in (q, s, e))
+        assert_as_close_as_autograd([q_loss], [s_loss], [e_loss], floor=1e-6)
+    assert [sorted(v) for v in quick_state.optimizer_state.values()] == [
+        sorted(v) for v in slow_state.optimizer_state.values()
+    ]
+    # Buffers hold differences of gradients: their rounding is judged the same way, against float64.
+    assert_as_close_as_autograd(state_tensors(quick_state), state_tensors(slow_state), state_tensors(exact_state))
     assert quick_state.schedule_steps == slow_state.schedule_steps == 1000
 
 
+def assert_run_as_close_as_autograd(runs):
+    (quick, _), (slow, _), (exact, _) = runs
+    assert_as_close_as_autograd(quick.model.parameters(), slow.model.parameters(), exact.model.parameters())
+
+
 @pytest.mark.parametrize("name", ["gd", "adam"])
-def test_chunked_full_batch_fast_path_matches_autograd(monkeypatch, digits, name):
-    runs, used = run_both(
-        monkeypatch, digits, strategy="full-batch", chunk_size=500, optimizer=name, max_epochs=30
-    )
-    (quick, _), (slow, _) = runs
-    assert type(used).__name__ == "BatchEngine"
-    assert_close(list(quick.model.parameters()), list(slow.model.parameters()))
+def test_chunked_full_batch_on_the_batch_engine_is_as_close_to_float64_as_autograd(digits, name):
+    runs = run_three(digits, strategy="full-batch", chunk_size=500, optimizer=name, max_epochs=30)
+    assert runs[0][0].engine == "batch"
+    assert_run_as_close_as_autograd(runs)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "leaky_relu"])
-def test_fast_path_matches_autograd_for_each_activation(monkeypatch, digits, activation):
-    runs, _ = run_both(
-        monkeypatch,
-        digits,
-        strategy="online",
-        max_updates=500,
-        **{"model.spec": "mlp:16,8", "model.activation": activation},
+def test_the_kernel_computes_each_activation_as_autograd_does(digits, activation):
+    runs = run_three(
+        digits, strategy="online", max_updates=500, **{"model.spec": "mlp:16,8", "model.activation": activation}
     )
-    (quick, _), (slow, _) = runs
-    assert_close(list(quick.model.parameters()), list(slow.model.parameters()))
+    assert runs[0][0].engine == "c-kernel"
+    assert_run_as_close_as_autograd(runs)
 
 
-def test_logistic_model_takes_the_compiled_kernel(monkeypatch, digits):
-    runs, used = run_both(monkeypatch, digits, strategy="online", max_updates=500, **{"model.spec": "logreg"})
-    (quick, _), (slow, _) = runs
-    assert type(used).__name__ == "OnlineKernel"
-    assert_close(list(quick.model.parameters()), list(slow.model.parameters()))
+def test_logistic_model_takes_the_compiled_kernel(digits):
+    runs = run_three(digits, strategy="online", max_updates=500, **{"model.spec": "logreg"})
+    assert runs[0][0].engine == "c-kernel"
+    assert_run_as_close_as_autograd(runs)
 
 
 def test_compiled_kernel_is_built_by_install():
     assert fast.kernel() is not None, (
-        "cadence/engine/_mlp_online*.so is missing: `pip install -e .` builds it (or, without installing, "
-        "`python -c 'from setuptools import setup; setup()' build_ext --inplace`)."
+        "cadence/engine/fast/_mlp_online*.so is missing or stale: `pip install -e .` builds it (or, without "
+        "installing, `python -c 'from setuptools import setup; setup()' build_ext --inplace`)."
     )
+
+
+def test_without_the_kernel_one_sample_runs_take_the_batch_engine_and_say_why(monkeypatch, digits):
+    monkeypatch.setattr(fast, "kernel", lambda: None)
+    run = train(None, digits, strategy="online", max_updates=50, threads=1)
+    assert run.engine == "batch"
+    assert "compiled kernel is not built" in run.engine_fallback
+    assert run.summary()["engine_fallback"] == run.engine_fallback
 
 
 @pytest.mark.parametrize("strategy", ["online", "mini-batch"])
-def test_non_finite_loss_stops_the_fast_path_before_that_update(monkeypatch, digits, strategy):
+def test_non_finite_loss_stops_the_fast_engine_before_that_update(digits, strategy):
     x = digits.x_train.clone()
     x[100] = float("inf")  # shuffle off: online update 101 (mini-batch update 13 of 8) meets it
     data = dataclasses.replace(digits, x_train=x)
-    runs, used = run_both(
-        monkeypatch, data, strategy=strategy, batch_size=8, max_epochs=1, lr=0.01, **{"strategy.shuffle": False}
+    settings = dict(
+        strategy=strategy, batch_size=8, max_epochs=1, lr=0.01, threads=1, **{"strategy.shuffle": False}
     )
-    (quick, _), (slow, _) = runs
-    assert used is not None
+    quick = train(None, data, **settings)
+    slow = train(None, data, engine="autograd", **settings)
+    assert quick.engine != "autograd"
     assert quick.stop_reason == slow.stop_reason == StopReason.DIVERGED
     assert quick.updates == slow.updates == (100 if strategy == "online" else 12)
     assert all(torch.isfinite(p).all() for p in quick.model.parameters())
-    assert_close(list(quick.model.parameters()), list(slow.model.parameters()))
+    assert distance(quick.model.parameters(), slow.model.parameters()) < 1e-5
 
 
 def _engine(data, config_overrides: dict, model: nn.Module | None = None):
     config = build_config(config_overrides)
     model = model or build_model(config.model, data.input_shape, data.n_outputs)
-    return fast.engine_for(model, build_optimizer(model.parameters(), config.optimizer), config, data)
+    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    return fast.choose_engine(model, optimizer, None, config, data.x_train, data.y_train, data.task)
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "reason"),
     [
-        {"model": {"dropout": 0.2}},
-        {"model": {"batch_norm": True}},
-        {"model": {"spec": "cnn"}},
-        {"model": {"activation": "gelu"}},
-        {"optimizer": {"name": "adagrad"}},
-        {"optimizer": {"name": "rmsprop"}},
-        {"device": "meta"},
+        ({"model": {"dropout": 0.2}}, "model.dropout"),
+        ({"model": {"batch_norm": True}}, "model.batch_norm"),
+        ({"model": {"spec": "cnn"}}, "not a built-in mlp"),
+        ({"model": {"activation": "gelu"}}, "activation GELU"),
+        ({"optimizer": {"name": "adagrad"}}, "optimizer Adagrad"),
+        ({"optimizer": {"name": "rmsprop"}}, "optimizer RMSprop"),
+        ({"optimizer": {"clip_norm": 1.0}}, "optimizer.clip_norm"),
+        ({"schedule": {"name": "cosine", "T_max": 10}}, "schedule.T_max, schedule.name"),
+        ({"engine": "autograd"}, "engine 'autograd' was asked for"),
     ],
 )
-def test_settings_the_fast_path_does_not_implement_fall_back_to_autograd(digits, overrides):
-    assert _engine(digits, {"strategy": {"name": "online"}} | overrides) is None
+def test_settings_the_fast_engines_do_not_implement_fall_back_to_autograd_with_the_reason(
+    digits, overrides, reason
+):
+    engine = _engine(digits, {"strategy": {"name": "online"}} | overrides)
+    assert (engine.name, engine.max_run) == ("autograd", 1)
+    assert reason in engine.fallback
 
 
 def test_a_custom_model_falls_back_to_autograd(digits):
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    assert _engine(digits, {}, model) is None
+    engine = _engine(digits, {}, nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    assert engine.name == "autograd" and "Sequential" in engine.fallback
 
 
 def test_any_non_default_field_outside_the_whitelist_falls_back(monkeypatch, digits):
     # Stands for a field added later (clipping, penalties, AMP ...): the predicate knows nothing about it.
-    assert _engine(digits, {"optimizer": {"eps": 1e-6}}) is not None
-    monkeypatch.setattr(fast, "HONOURED_FIELDS", fast.HONOURED_FIELDS - {"optimizer.eps"})
-    assert _engine(digits, {"optimizer": {"eps": 1e-6}}) is None
-    assert _engine(digits, {}) is not None  # at its default the field changes nothing
+    assert _engine(digits, {"optimizer": {"eps": 1e-6}}).name == "batch"
+    monkeypatch.setattr(predicate, "HONOURED_FIELDS", predicate.HONOURED_FIELDS - {"optimizer.eps"})
+    assert _engine(digits, {"optimizer": {"eps": 1e-6}}).fallback == (
+        "settings the fast engines do not implement: optimizer.eps"
+    )
+    assert _engine(digits, {}).name == "batch"  # at its default the field changes nothing
 
 
-def test_a_fallback_run_is_exactly_the_autograd_run(monkeypatch, digits):
-    settings = dict(strategy="online", max_updates=300, optimizer="rmsprop", lr=0.001)
-    runs, used = run_both(monkeypatch, digits, **settings)
-    (first, _), (second, _) = runs
-    assert used is None
+def test_a_fallback_run_is_exactly_the_autograd_run(digits):
+    settings = dict(strategy="online", max_updates=300, optimizer="rmsprop", lr=0.001, threads=1)
+    first, second = train(None, digits, **settings), train(None, digits, engine="autograd", **settings)
+    assert first.engine == second.engine == "autograd"
     for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -227,23 +274,30 @@ def test_a_callback_sees_every_update_unless_it_opts_out(digits):
     assert coarse.seen == [200, 400, 500]
 
 
-def test_online_run_uses_one_thread_and_restores_the_count(digits):
-    seen = []
-
-    class Threads(Callback):
-        def on_run_start(self, state):
-            seen.append(torch.get_num_threads())
-
-    before = torch.get_num_threads()
-    train(None, digits, callbacks=[Threads()], strategy="online", max_updates=10)
-    assert seen == [1]
-    assert torch.get_num_threads() == before
-
-
 def test_labels_the_model_cannot_output_fall_back_to_autograd(digits):
     y = digits.y_train.clone()
     y[5] = 12  # autograd raises on it; the kernel must never index with it
-    assert _engine(dataclasses.replace(digits, y_train=y), {"strategy": {"name": "online"}}) is None
+    engine = _engine(dataclasses.replace(digits, y_train=y), {"strategy": {"name": "online"}})
+    assert engine.name == "autograd" and "outside the model's 10 outputs" in engine.fallback
+
+
+def test_the_kernel_refuses_a_label_written_into_its_buffer_later_before_that_update(digits):
+    # A stream's resident buffer is filled while the engine lives: the kernel checks each label it reads.
+    config = build_config({"strategy": {"name": "online"}})
+    model = build_model(config.model, digits.input_shape, digits.n_outputs)
+    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    x, y = digits.x_train.clone(), digits.y_train.clone()
+    engine = fast.choose_engine(model, optimizer, None, config, x, y, "classification")
+    assert engine.name == "c-kernel"
+    y[3] = 10
+    before = [p.detach().clone() for p in model.parameters()]
+    updates = [Update((torch.tensor([i]),), 1, 0, i + 1, False) for i in range(5)]
+    with pytest.raises(DataError, match="label 10 at training row 3 is outside the model's 10 classes"):
+        engine.apply(updates)
+    after_three = [p.detach().clone() for p in model.parameters()]
+    assert not all(torch.equal(a, b) for a, b in zip(before, after_three, strict=True))  # rows 0-2 trained
+    y[3] = 1
+    assert engine.apply(updates[3:]).n == 2
 
 
 class HalveLr(Callback):
@@ -253,10 +307,11 @@ class HalveLr(Callback):
 
 
 @pytest.mark.parametrize("strategy", ["online", "mini-batch"])
-def test_a_callback_changing_the_learning_rate_has_the_autograd_effect(monkeypatch, digits, strategy):
-    # On the autograd path the halved lr applies to update 201, then the constant schedule restores it.
-    runs = []
-    for engine_for in (fast.engine_for, lambda *args: None):
-        monkeypatch.setattr(fast, "engine_for", engine_for)
-        runs.append(train(None, digits, callbacks=[HalveLr()], strategy=strategy, max_updates=400, threads=1))
-    assert_close(list(runs[0].model.parameters()), list(runs[1].model.parameters()))
+def test_a_callback_changing_the_learning_rate_has_the_autograd_effect(digits, strategy):
+    # On autograd the halved lr applies to update 201, then the constant schedule restores it.
+    runs = [
+        train(None, digits, callbacks=[HalveLr()], strategy=strategy, max_updates=400, threads=1, engine=engine)
+        for engine in ("auto", "autograd")
+    ]
+    assert runs[0].engine != "autograd"
+    assert distance(runs[0].model.parameters(), runs[1].model.parameters()) < 1e-5

@@ -66,18 +66,25 @@ def _poison_at(digits, positions):
 def _train(monkeypatch, *args, **kwargs):
     """train() recording the trained samples; asserts every update not applied left the weights bitwise."""
     trained: list[int] = []
-    real_step = loop.step
+    choose = loop.choose_engine
 
-    def checked_step(model, optimizer, x, y, update, task, *rest):
-        before = [p.detach().clone() for p in model.parameters()]
-        loss, applied = real_step(model, optimizer, x, y, update, task, *rest)
-        if applied:
-            trained.extend(torch.cat(update.chunks).tolist())
-        else:
-            assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
-        return loss, applied
+    def checked(*engine_args, **engine_kwargs):
+        engine = choose(*engine_args, **engine_kwargs)
+        apply, params = engine.apply, list(engine_args[0].parameters())
 
-    monkeypatch.setattr(loop, "step", checked_step)
+        def apply_checked(updates):
+            before = [p.detach().clone() for p in params]
+            applied = apply(updates)
+            for update in updates[: applied.n]:
+                trained.extend(torch.cat(update.chunks).tolist())
+            if applied.n == 0:
+                assert all(torch.equal(a, p) for a, p in zip(before, params, strict=True))
+            return applied
+
+        engine.apply = apply_checked
+        return engine
+
+    monkeypatch.setattr(loop, "choose_engine", checked)
     return cadence.train(*args, **kwargs), trained
 
 

@@ -61,20 +61,32 @@ class KeepOptimizer(cadence.Callback):
         run.optimizer_state = state.optimizer.state_dict()
 
 
+def recording_engines(monkeypatch, trained: list[int]):
+    """Make every engine the loop chooses append the sample indices of each update it applies to `trained`."""
+    choose = loop.choose_engine
+
+    def choose_recording(*args, **kwargs):
+        engine = choose(*args, **kwargs)
+        apply = engine.apply
+
+        def recorded(updates):
+            applied = apply(updates)
+            for update in updates[: applied.n]:
+                trained.extend(torch.cat(update.chunks).tolist())
+            return applied
+
+        engine.apply = recorded
+        return engine
+
+    monkeypatch.setattr(loop, "choose_engine", choose_recording)
+
+
 def _train(monkeypatch, *args, callbacks=(), **kwargs):
     """train() that also returns the sample indices of every update it trained, in order."""
     trained: list[int] = []
-    real_step = loop.step
-
-    def recording_step(model, optimizer, x, y, update, task, *rest):
-        loss, applied = real_step(model, optimizer, x, y, update, task, *rest)
-        if applied:
-            trained.extend(torch.cat(update.chunks).tolist())
-        return loss, applied
-
-    monkeypatch.setattr(loop, "step", recording_step)
-    run = cadence.train(*args, callbacks=[*callbacks, KeepOptimizer()], **kwargs)
-    monkeypatch.setattr(loop, "step", real_step)
+    with monkeypatch.context() as patch:
+        recording_engines(patch, trained)
+        run = cadence.train(*args, callbacks=[*callbacks, KeepOptimizer()], **kwargs)
     return run, trained
 
 

@@ -108,7 +108,9 @@ def _image_folder(root, n=12):
 def test_image_folder_class_names_round_trip(tmp_path):
     folder = _image_folder(tmp_path / "pics")
     data = cadence.load_data(DataConfig(name=str(folder), image_size=(8, 8), val_fraction=0.2, test_fraction=0.25))
-    run = cadence.train(data=data, model="mlp:8", optimizer="adam", lr=0.01, max_epochs=20, threads=1)
+    run = cadence.train(
+        data=data, model="mlp:8", optimizer="adam", lr=0.01, max_epochs=20, threads=1, batch_size=8
+    )
     model = cadence.load(run.save(tmp_path / "run"))
     files = sorted(folder.glob("*/*.png"))
     got = model.predict(files)

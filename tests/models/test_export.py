@@ -52,7 +52,9 @@ def test_an_image_model_exports_with_its_global_scale(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (60, 1, 6, 6)).astype(np.float32)
     y = (x[:, 0, :3].mean((1, 2)) > x[:, 0, 3:].mean((1, 2))).astype(np.int64)
-    run = cadence.train(data=cadence.from_arrays(x, y, images=True), model="cnn", max_epochs=1, threads=1)
+    run = cadence.train(
+        data=cadence.from_arrays(x, y, images=True), model="cnn", max_epochs=1, threads=1, batch_size=16
+    )
     trained = cadence.load(run.save(tmp_path / "run"))
     assert trained.mean.shape == ()  # one scale for all pixels
     path = export(trained, "onnx", tmp_path / "m.onnx")

@@ -38,7 +38,7 @@ class Checkpointing(Callback):
         if not (isinstance(keep, int) and keep >= 1):
             raise ConfigError(f"checkpoint keep = {keep!r} must be an integer >= 1 (checkpoints to keep).")
         self.run_dir = Path(run_dir)
-        self.directory = checkpoint.checkpoints_dir(run_dir)
+        self.directory = self.checkpoint_dir = checkpoint.checkpoints_dir(run_dir)
         self.every_updates = every_updates
         self.every_seconds = every_seconds
         self.keep = keep

@@ -11,6 +11,7 @@ from rich.progress import Progress as RichProgress
 from rich.progress import ProgressColumn, Task, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from cadence.engine.budget import budget_updates
 from cadence.engine.events import Callback, TrainState
 
 # The validation metric shown, in order of preference (the early-stopping metric comes first when set).
@@ -18,20 +19,9 @@ METRICS = ("val_accuracy", "val_r2", "val_loss")
 
 
 def expected_updates(state: TrainState) -> int | None:
-    """Updates the budget allows, when it is known in advance (epochs, updates or samples).
-
-    The budget arithmetic moves to engine/budget.py (issue 9); this is the one place Progress asks for it.
-    """
-    stop = state.config.stop
-    caps = []
-    if stop.max_epochs:
-        caps.append(stop.max_epochs * state.updates_per_epoch)
-    if stop.max_updates:
-        caps.append(stop.max_updates)
-    if stop.max_samples:
-        per_update = max(1, state.n_train // max(1, state.updates_per_epoch))
-        caps.append(-(-stop.max_samples // per_update))
-    return min(caps) if caps else None
+    """Updates the budget allows, when it is known in advance (epochs, updates or samples): the one budget
+    function, engine/budget.py's."""
+    return budget_updates(state.config, state.n_train)
 
 
 def _metric(state: TrainState, record: dict) -> str | None:

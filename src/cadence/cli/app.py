@@ -68,6 +68,7 @@ MAX_MESSAGE = 4000  # characters of an error message the CLI prints
 # How tables are printed (cadence.reports.layout.FORMATS; spelled here so `--help` imports no reports code).
 Format = Literal["table", "tsv", "json", "markdown"]
 FORMAT_HELP = "table: fits the terminal, wide when piped; tsv, json: raw values; markdown. Other lines: stderr"
+DIVERGED_EXIT = 3  # `cadence train`'s exit code for a run that stopped `diverged` (summary and weights saved)
 
 
 class Logger(StrEnum):  # an Enum, not a Literal: typer parses lists of enums only
@@ -139,6 +140,7 @@ def train(
     out: Annotated[
         Path | None, Opt("--out", "-o", help=with_default("run directory", "runs/<time>-<strategy>"))
     ] = None,
+    overwrite: Annotated[bool, Opt("--overwrite", help="replace the run already in --out")] = False,
     logger: Annotated[
         list[Logger] | None, Opt(help="also log each evaluation to the run directory; repeatable")
     ] = None,
@@ -153,13 +155,23 @@ def train(
     """Train one model and write a run directory (config, history, summary.json, model.safetensors).
 
     SIGINT/SIGTERM finish the current update, write a checkpoint (with --checkpoint-*) and exit with 130.
+    A run that diverged exits with 3, its summary and last good weights written.
     """
     try:
         from cadence.cli.run_plan import plan_run
 
         with _warnings_to_stderr():
             plan = plan_run(
-                config, overrides, resume, from_run, out, checkpoint_every, checkpoint_seconds, keep, trust_code
+                config,
+                overrides,
+                resume,
+                from_run,
+                out,
+                checkpoint_every,
+                checkpoint_seconds,
+                keep,
+                overwrite=overwrite,
+                trust_code=trust_code,
             )
             if print_config:
                 print(_yaml(plan.config.model_dump(mode="json")), end="")
@@ -209,6 +221,7 @@ def _show_run(run, dataset, plan, as_json: bool, quiet: bool, output_format: str
 
         print_table(out_console, runs_table([run], title=f"Cadence: {dataset.describe()}"), output_format)
         notes = out_console if output_format == "table" else err_console  # stdout holds only the table
+        notes.print(engine_line(run.engine, run.engine_fallback, run.device, run.threads), highlight=False)
         if run.message:
             notes.print(f"stop reason: {run.stop_reason.value}: {run.message}", highlight=False)
         notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
@@ -216,6 +229,19 @@ def _show_run(run, dataset, plan, as_json: bool, quiet: bool, output_format: str
         hint = f" Continue with: cadence train --resume {run_dir}" if plan.callbacks else ""
         err_console.print(f"interrupted: {run.message}.{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
+    if run.stop_reason == "diverged":
+        err_console.print(
+            f"[bold red]diverged:[/] {run.message} Summary and last good weights: {run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(DIVERGED_EXIT)
+
+
+def engine_line(engine: str, fallback: str | None, device: str, threads: int) -> str:
+    """`engine: c-kernel (cpu, 1 thread)`, with the reason when no faster engine ran."""
+    where = f"{device}, {threads} thread{'s' if threads != 1 else ''}"
+    return f"engine: {engine} ({where})" + (f"; no faster engine: {fallback}" if fallback else "")
 
 
 def _yaml(tree: dict) -> str:
@@ -382,6 +408,10 @@ def _show_comparison(result, tree, advice, report, out: Path, as_json: bool, qui
         from cadence.reports.table import compare_table
 
         print_table(out_console, compare_table(tree), output_format)
+        engines = sorted({(r.get("engine"), r.get("strategy")) for r in tree["runs"] if r.get("engine")})
+        if engines:
+            used = {e: ", ".join(st for name, st in engines if name == e) for e, _ in engines}
+            notes.print("engine: " + "; ".join(f"{e} ({st})" for e, st in used.items()), highlight=False)
         notes.print(f"[bold]{advice.headline}[/]", highlight=False)
         for reason in advice.reasons:
             notes.print(f"- {reason}", highlight=False)

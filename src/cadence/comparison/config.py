@@ -20,7 +20,7 @@ BUDGET_MODES = ("epochs", "samples", "updates", "seconds")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no inf/NaN budgets or goals
 
 
 class StrategyChoice(_Model):

@@ -7,7 +7,6 @@ runner.py's; summarizing them is results.py's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from cadence.comparison.config import BudgetConfig, CompareConfig, StrategyChoice
@@ -20,7 +19,7 @@ from cadence.config import (
     Strategy,
     build_config,
 )
-from cadence.engine.strategies import updates_per_epoch
+from cadence.engine.budget import budget_updates, updates_per_epoch
 
 
 @dataclass(frozen=True)
@@ -80,14 +79,12 @@ def budget_stop(budget: BudgetConfig) -> dict:
     }
 
 
-def eval_every_updates(choice: StrategyChoice, batch: int, n_train: int, cc: CompareConfig) -> int:
+def eval_every_updates(config: RunConfig, n_train: int, cc: CompareConfig) -> int:
     """Evaluate about `evals_per_run` times over the run (the loop also evaluates at each epoch end)."""
-    per_epoch = math.ceil(n_train / batch)
-    b = cc.budget
-    if b.mode == "seconds":  # the number of updates is unknown in advance: four evaluations per epoch
-        return max(1, per_epoch // 4)
-    expected = {"epochs": (b.epochs or 0) * per_epoch, "samples": math.ceil((b.samples or 0) / batch)}
-    return max(1, expected.get(b.mode, b.updates or 0) // cc.evals_per_run)
+    expected = budget_updates(config, n_train)
+    if expected is None:  # a seconds budget: the number of updates is unknown, four evaluations per epoch
+        return max(1, updates_per_epoch(config.strategy, n_train) // 4)
+    return max(1, expected // cc.evals_per_run)
 
 
 def _strategy_label(choice: StrategyChoice, batch: int) -> str:
@@ -129,11 +126,13 @@ def build_grid(base: RunConfig, cc: CompareConfig, n_train: int, threads: int | 
                 # Runs compared under one budget all use it: the single-run default early stopping is off
                 # (set stop.early_stopping_metric to another metric to compare with early stopping).
                 tree["stop"]["early_stopping_metric"] = None
-            tree["eval"]["every_updates"] = eval_every_updates(choice, batch, n_train, cc)
             tree["seed"] = seed
             if threads is not None:
                 tree["threads"] = threads
-            config = build_config(tree, source=f"comparison grid ({label}, seed {seed})")
+            source = f"comparison grid ({label}, seed {seed})"
+            config = build_config(tree, source=source)
+            tree["eval"]["every_updates"] = eval_every_updates(config, n_train, cc)
+            config = build_config(tree, source=source)
             jobs.append(
                 Job(
                     index=len(jobs),
@@ -153,13 +152,7 @@ def build_grid(base: RunConfig, cc: CompareConfig, n_train: int, threads: int | 
 
 def expected_updates(job: Job, n_train: int) -> int | None:
     """Updates the run's budget allows, when known in advance (all modes but seconds)."""
-    stop = job.config.stop
-    batch = n_train if job.strategy == Strategy.FULL_BATCH else (job.batch_size or 1)
-    if stop.max_epochs:
-        return stop.max_epochs * updates_per_epoch(job.config.strategy, n_train)
-    if stop.max_samples:
-        return math.ceil(stop.max_samples / batch)
-    return stop.max_updates
+    return budget_updates(job.config, n_train)
 
 
 __all__ = ["DEFAULT_LRS", "Job", "budget_stop", "build_grid", "default_lr", "expected_updates"]

@@ -36,12 +36,12 @@ def evaluate(
         return {}
     out = predict(model, x, batch_size)
     loss = float(loss_sum(task, out, y)) / len(x)
-    y_true = y.numpy()
+    y_true = y.cpu().numpy()  # the metrics are scikit-learn's, on the host
     if task == "classification":
-        y_pred = out.argmax(dim=1).numpy()
+        y_pred = out.argmax(dim=1).cpu().numpy()
         metrics = classification_metrics(y_true, y_pred, n_classes)
     else:
-        y_pred = out.reshape(y.shape).numpy()
+        y_pred = out.reshape(y.shape).cpu().numpy()
         metrics = regression_metrics(y_true, y_pred)
     result = {f"{prefix}loss": loss, **{f"{prefix}{k}": v for k, v in metrics.items()}}
     if with_confusion and task == "classification":

@@ -59,6 +59,9 @@ class Callback:
     """
 
     exact_updates: bool = True
+    # Where this callback writes checkpoints, known before the run starts: the `rollback` fault policy is
+    # checked against it before any callback runs.
+    checkpoint_dir: Path | None = None
 
     def on_run_start(self, state: TrainState) -> None:
         pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cadence.engine import checkpoint, resume
 from cadence.engine.events import TrainState
@@ -23,7 +24,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Guard:
-    """Owns the signal handlers and the non-finite policy for one call of train()."""
+    """Owns the signal handlers and the non-finite policy for one call of train().
+
+    Raises:
+        ConfigError: `rollback` while no callback writes checkpoints (state.checkpoint_dir is None).
+    """
 
     def __init__(self, state: TrainState):
         if state.config.stop.on_nonfinite == "rollback" and state.checkpoint_dir is None:
@@ -42,6 +47,15 @@ class Guard:
         self._rewound = False
 
     # --- signals ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def signals(self) -> Iterator[Guard]:
+        """SIGINT and SIGTERM become a flag for the block (a clean stop after the update in progress)."""
+        self.catch_signals()
+        try:
+            yield self
+        finally:
+            self.release_signals()
 
     def catch_signals(self) -> Guard:
         """Catch SIGINT and SIGTERM until release_signals() (main thread only: Python allows handlers

@@ -1,10 +1,17 @@
-"""train(): the training loop. One loop for every strategy; the strategy only decides what each update holds."""
+"""train(): the training loop, one for every strategy and every engine.
+
+The strategy decides what each update holds (strategies.py); the engine applies runs of them (engine/fast:
+autograd, or an acceleration computing the same); `start` checks everything before the first state change.
+A stream plugs in as another update source over a resident buffer, DDP as a wrapped model on the autograd
+engine: engine/fast/__init__.py says how. The loop itself never asks which engine it drives.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -14,15 +21,16 @@ from cadence.config import RunConfig, Strategy, build_config
 from cadence.config_keys import short_names
 from cadence.data import inputs
 from cadence.data.datasets import Dataset
-from cadence.engine import checkpoint, fast, resume
+from cadence.engine import budget, checkpoint, resume, strategies
 from cadence.engine.evaluate import evaluate, metric_names
 from cadence.engine.events import Callback, TrainState
+from cadence.engine.fast import choose_engine
 from cadence.engine.faults import Guard
-from cadence.engine.options import run_schedule, step_options
+from cadence.engine.options import device_for, run_schedule, step_options, threads_for, torch_threads
 from cadence.engine.run import Run
-from cadence.engine.step import step
+from cadence.engine.step import Engine
 from cadence.engine.stopping import Stopping, StopReason, budget_note
-from cadence.engine.strategies import Update, updates_per_epoch
+from cadence.engine.strategies import Update
 from cadence.errors import ConfigError, clip
 from cadence.models import build_model
 from cadence.models.artefact import describe_inputs
@@ -103,8 +111,9 @@ def prepare(model: nn.Module | None, data, config: RunConfig) -> tuple[nn.Module
         )
     data = as_dataset(data, config)
     if model is None:
-        torch.manual_seed(config.seed)
-        model = build_model(config.model, data.input_shape, data.n_outputs)
+        with torch.random.fork_rng(devices=[]):  # the run's seed, leaving the caller's RNG as it was
+            torch.manual_seed(config.seed)
+            model = build_model(config.model, data.input_shape, data.n_outputs)
     _check_model(model, data)
     _check_stop_metric(config, data)
     return model, data
@@ -139,15 +148,13 @@ def train(
             only a factory named again in `model`/overrides is imported).
 
     Raises:
-        ConfigError, DataError: bad settings or data, before anything is trained.
+        ConfigError, DataError: bad settings or data, before any callback runs or any state changes.
         CheckpointError: `resume_from` holds no valid checkpoint.
     """
     if isinstance(model, str):
-        overrides = {**overrides, "model.spec": model}
-        model = None
+        overrides, model = {**overrides, "model.spec": model}, None
     if isinstance(data, str):  # a data set's name, recorded in the config like a model spec
-        overrides = {**overrides, "data.name": data}
-        data = None
+        overrides, data = {**overrides, "data.name": data}, None
     ckpt = checkpoint.find(resume_from) if resume_from is not None else None
     spec_from_file = ckpt is not None and config is None and model is None and "model.spec" not in overrides
     if ckpt is not None and config is None:
@@ -158,92 +165,136 @@ def train(
     if isinstance(model, nn.Module):  # config.yaml records the module, not the default spec
         config = config.with_overrides({f"model.{k}": v for k, v in module_spec(model).items()})
     model, data = prepare(model, data, config)
+    state, data, engine, guard = start(model, data, config, callbacks, ckpt, allow_changes)
+    # Every check has passed; from here on, state changes.
+    reason, pending = state.stop_reason, guard.updates()  # stop_reason: a resumed run that had finished
+    begin = time.perf_counter() - state.seconds  # a resumed run continues its clock
+    threads = threads_for(config, engine, model, data)
+    with torch_threads(threads), guard.signals():
+        try:
+            for cb in callbacks:
+                cb.on_run_start(state)
+            model.train()
+            while reason is None:
+                t0 = time.perf_counter()
+                updates = take(pending, run_length(state, engine, callbacks))
+                if not updates:
+                    break
+                applied = engine.apply(updates)  # in order; stops before a non-finite loss or gradient
+                state.train_seconds += time.perf_counter() - t0
+                if applied.n:
+                    state.losses.append(applied.losses)  # kept as tensors; read once per evaluation
+                    advance(state, updates[: applied.n])
+                if applied.n < len(updates):  # that update was not applied: stop, skip or roll back
+                    reason = guard.nonfinite(updates[applied.n])
+                    continue
+                if evaluation_due(state, updates[-1]):
+                    record = _record(state, model, data, begin)
+                    state.scheduler.observe(record)  # reduce-on-plateau cuts, if configured
+                    reason = state.stopping.converged(record["train_loss"])
+                    reason = reason or state.stopping.early_stopped(record, model)
+                state.seconds = time.perf_counter() - begin
+                reason = reason or state.stopping.budget(
+                    state.epochs_done, state.updates, state.samples, state.seconds
+                )
+                reason = reason or guard.interrupted()
+                for cb in callbacks:
+                    reason = cb.on_update_end(state) or reason
+                    if updates[-1].epoch_end:
+                        reason = cb.on_epoch_end(state) or reason
+        except KeyboardInterrupt:  # outside the main thread, where SIGINT cannot be caught as a flag
+            reason = StopReason.INTERRUPTED
+    if state.losses:  # ended between evaluations: record where it stopped (a run-end checkpoint keeps them)
+        _record(state, model, data, begin, drain=False)
+    run = _finish(state, model, data, engine, guard, reason, begin)
+    run.threads = threads
+    for cb in callbacks:
+        cb.on_run_end(state, run)
+    return run
+
+
+def start(
+    model: nn.Module,
+    data: Dataset,
+    config: RunConfig,
+    callbacks: Sequence[Callback],
+    ckpt: checkpoint.Checkpoint | None,
+    allow_changes: bool,
+) -> tuple[TrainState, Dataset, Engine, Guard]:
+    """Everything the loop needs, every check first: device, strategy options, schedule, step options,
+    fault policy, resume compatibility. Only then the model and data go to the device, a resume restores
+    its checkpoint and the engine is chosen (after the resume: it binds the restored tensors).
+
+    Raises:
+        ConfigError: a setting this run cannot honour. CheckpointError: a checkpoint it cannot continue.
+    """
     x, y, n = data.x_train, data.y_train, len(data.x_train)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(fast.threads_for(config) or threads)
-    torch.manual_seed(config.seed)
+    strategies.check(config.strategy, n)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     scheduler = run_schedule(config, optimizer, data)
     options = step_options(config, model, data)
-    stopping = Stopping(config.stop)
+    device = device_for(config, model, optimizer, scheduler, data, options)
     state = TrainState(
         config,
         model,
         optimizer,
         scheduler,
         n,
-        updates_per_epoch(config.strategy, n),
+        budget.updates_per_epoch(config.strategy, n),
         lr=optimizer.param_groups[0]["lr"],
-        stopping=stopping,
+        stopping=Stopping(config.stop),
         data_sha256=resume.data_sha256(x, y),
+        checkpoint_dir=next((cb.checkpoint_dir for cb in callbacks if cb.checkpoint_dir is not None), None),
     )
+    guard = Guard(state)  # SIGINT/SIGTERM and non-finite updates; hands out the updates
+    if ckpt is not None:
+        resume.check(ckpt, state, allow_changes)
+    torch.manual_seed(config.seed)
+    if device.type != "cpu":
+        model.to(device)  # parameters keep their identity: the optimizer still holds them
+        data = on_device(data, device)
     if ckpt is not None:
         resume.restore(ckpt, state, allow_changes)
-    for cb in callbacks:
-        cb.on_run_start(state)
+    engine = choose_engine(model, optimizer, scheduler, config, data.x_train, data.y_train, data.task, options)
+    return state, data, engine, guard
 
-    # None: autograd, one update at a time. Chosen after any resume: the kernel binds the restored tensors.
-    engine = fast.engine_for(model, optimizer, config, data)
-    guard = Guard(state).catch_signals()  # SIGINT/SIGTERM, non-finite updates; hands out the updates
-    pending = guard.updates()
-    reason: StopReason | None = state.stop_reason  # set when resuming a run that had finished
-    start = time.perf_counter() - state.seconds  # a resumed run continues its clock
-    model.train()
-    try:
-        while True:
-            t0 = time.perf_counter()
-            # A run of consecutive updates, never past an evaluation, epoch end or budget (one without engine).
-            block = fast.take(pending, fast.run_length(state, engine, callbacks))
-            if not block:
-                break
-            if engine:
-                block_losses, applied = engine.apply(block, scheduler)
-            else:
-                loss, applied = step(model, optimizer, x, y, block[0], data.task, options)
-                block_losses = loss.reshape(1)[: int(applied)]  # empty when the update was not applied
-                if applied:
-                    scheduler.step()
-            state.train_seconds += time.perf_counter() - t0
-            done = block[: len(block_losses)]  # all of it, unless an update's loss was not finite
-            if done:
-                state.losses.append(block_losses)  # kept as tensors; read once per evaluation
-                _advance(state, done)
-            if not applied:
-                reason = guard.nonfinite(block[len(done)])
-                if reason:
-                    break
-                continue
-            every = config.eval.every_updates
-            if done[-1].epoch_end or (every and state.updates % every == 0):
-                record = _record(state, model, data, state.losses, start)
-                state.losses = []
-                scheduler.observe(record)  # reduce-on-plateau cuts, if configured
-                reason = stopping.converged(record["train_loss"]) or stopping.early_stopped(record, model)
-            state.seconds = time.perf_counter() - start
-            reason = reason or stopping.budget(state.epochs_done, state.updates, state.samples, state.seconds)
-            reason = reason or guard.interrupted()
-            for cb in callbacks:
-                reason = cb.on_update_end(state) or reason
-                if done[-1].epoch_end:
-                    reason = cb.on_epoch_end(state) or reason
-            if reason:
-                break
-    except KeyboardInterrupt:
-        reason = StopReason.INTERRUPTED
-    finally:
-        guard.release_signals()
-        torch.set_num_threads(threads)
-    if state.losses:  # the run ended between evaluations: record where it stopped
-        _record(state, model, data, state.losses, start)
-    restored = reason == StopReason.EARLY_STOPPED and stopping.restore_best(model)
-    run = _finish(state, model, data, reason, restored, start)
-    run.message, run.skipped_updates = guard.message or run.message, state.skipped_updates
-    for cb in callbacks:
-        cb.on_run_end(state, run)
+
+def on_device(data: Dataset, device: torch.device) -> Dataset:
+    """The data set with its splits on `device` (resident for the whole run)."""
+    splits = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    return dataclasses.replace(data, **{k: getattr(data, k).to(device) for k in splits})
+
+
+def run_length(state: TrainState, engine: Engine, callbacks: Sequence[Callback]) -> int:
+    """How many updates the next run may hold: at most the engine's (and the strategy's) run, never past an
+    evaluation, a budget in updates or samples, or an update a callback must see with that update's
+    weights. Epoch ends close runs in `take`."""
+    if any(_sees_every_update(cb) for cb in callbacks):
+        return 1
+    config = state.config
+    limits = [engine.max_run, budget.max_run(config.strategy)]
+    every = config.eval.every_updates
+    if every:
+        limits.append(every - state.updates % every)
+    limits.append(budget.updates_left(config, state.n_train, state.updates, state.samples))
+    return max(1, min(limit for limit in limits if limit is not None))
+
+
+def _sees_every_update(cb: Callback) -> bool:
+    return type(cb).on_update_end is not Callback.on_update_end and cb.exact_updates
+
+
+def take(pending: Iterator[Update], limit: int) -> list[Update]:
+    """The next run of consecutive updates: at most `limit`, ending at an epoch end."""
+    run = []
+    for update in pending:
+        run.append(update)
+        if update.epoch_end or len(run) >= limit:
+            break
     return run
 
 
-def _advance(state: TrainState, done: list[Update]) -> None:
+def advance(state: TrainState, done: Sequence[Update]) -> None:
     """Count the updates just applied and note where in the data they ended."""
     state.updates += len(done)
     state.samples += sum(u.n_samples for u in done)
@@ -252,18 +303,29 @@ def _advance(state: TrainState, done: list[Update]) -> None:
     state.lr = state.optimizer.param_groups[0]["lr"]
 
 
-def _record(state: TrainState, model: nn.Module, data: Dataset, losses: list[torch.Tensor], start: float) -> dict:
+def evaluation_due(state: TrainState, last: Update) -> bool:
+    """At every epoch end and every `eval.every_updates` updates."""
+    every = state.config.eval.every_updates
+    return last.epoch_end or bool(every and state.updates % every == 0)
+
+
+def _record(state: TrainState, model: nn.Module, data: Dataset, begin: float, drain: bool = True) -> dict:
+    """One history record: counters, lr, the mean train loss since the last one (drained from the state
+    unless `drain` is False), validation metrics."""
     t0 = time.perf_counter()
+    losses = [t.detach().float().cpu().reshape(-1) for t in state.losses]
     record = {
         "epoch": state.samples / state.n_train,
         "updates": state.updates,
         "samples": state.samples,
-        "seconds": t0 - start,
+        "seconds": t0 - begin,
         "lr": state.lr,
         "train_loss": float(torch.cat(losses).mean()) if losses else float("nan"),
         **evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, state.config.eval.batch_size),
     }
     state.history.append(record)
+    if drain:
+        state.losses = []
     state.eval_seconds += time.perf_counter() - t0
     return record
 
@@ -272,10 +334,13 @@ def _finish(
     state: TrainState,
     model: nn.Module,
     data: Dataset,
+    engine: Engine,
+    guard: Guard,
     reason: StopReason | None,
-    restored: bool,
-    start: float,
+    begin: float,
 ) -> Run:
+    """The Run: best weights restored for early stopping, final validation and test metrics, the message."""
+    restored = reason == StopReason.EARLY_STOPPED and state.stopping.restore_best(model)
     batch = state.config.eval.batch_size
     val = evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, batch)
     test = evaluate(
@@ -299,16 +364,20 @@ def _finish(
         updates=state.updates,
         samples_seen=state.samples,
         epochs=state.samples / state.n_train,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - begin,
         train_seconds=state.train_seconds,
         eval_seconds=state.eval_seconds,
         test_metrics=test,
         val_metrics=val,
         confusion_matrix=confusion,
         restored_best=restored,
-        message=message,
+        message=guard.message or message,
+        skipped_updates=state.skipped_updates,
+        engine=engine.name,
+        engine_fallback=engine.fallback,
+        device=str(data.x_train.device),
         inputs=describe_inputs(data),
     )
 
 
-__all__ = ["Strategy", "train", "prepare", "resolve_config"]
+__all__ = ["Strategy", "advance", "prepare", "resolve_config", "run_length", "start", "take", "train"]

@@ -1,19 +1,25 @@
 """Builds, from the config and the data, what the loop needs beyond model and optimizer, checked before the
-first update: the StepOptions of every update (penalties, clipping, bf16, augmentation) and the lr schedule."""
+first update: the StepOptions of every update (penalties, clipping, bf16, augmentation), the lr schedule, the
+device and the thread count."""
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from cadence.config import RunConfig
+from cadence.config import RunConfig, Strategy
 from cadence.data.augment import Augmenter
 from cadence.data.datasets import Dataset
+from cadence.engine import budget
+from cadence.engine.budget import budget_updates, updates_per_epoch
 from cadence.engine.evaluate import lower_is_better, metric_names
 from cadence.engine.step import StepOptions
-from cadence.engine.strategies import budget_updates, updates_per_epoch
 from cadence.errors import ConfigError
 from cadence.optim import Schedule, build_schedule, penalized_parameters
 from cadence.optim.schedules import ScheduleWarning, horizon_warnings
@@ -65,7 +71,132 @@ def run_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, data: Data
             )
         chosen = s.plateau.mode if s.plateau else "auto"
         mode = chosen if chosen != "auto" else ("min" if lower_is_better(metric) else "max")
-    per_epoch, budget = updates_per_epoch(config.strategy, n), budget_updates(config, n)
-    for message in horizon_warnings(s, per_epoch, budget):
+    per_epoch, horizon = updates_per_epoch(config.strategy, n), budget_updates(config, n)
+    for message in horizon_warnings(s, per_epoch, horizon):
         warnings.warn(message, ScheduleWarning, stacklevel=3)
-    return build_schedule(optimizer, s, per_epoch, budget, mode)
+    return build_schedule(optimizer, s, per_epoch, horizon, mode)
+
+
+def device_for(config: RunConfig, model: nn.Module, optimizer, scheduler, data: Dataset, options) -> torch.device:
+    """The run's device: `config.device`, checked to exist on this machine. `auto` takes cuda when present,
+    except for a run the compiled one-sample kernel trains (CPU-only, and faster than a GPU at one sample
+    per update).
+
+    Raises:
+        ConfigError: a cuda or mps device this machine (or this torch build) does not have.
+    """
+    from cadence.engine.fast import choose_engine  # fast/ is the engines' package; this module feeds the loop
+
+    want = config.device
+    if want == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        cpu_engine = choose_engine(
+            model, optimizer, scheduler, config, data.x_train, data.y_train, data.task, options
+        )
+        return torch.device("cpu" if cpu_engine.name == "c-kernel" else "cuda")
+    if want.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(want.partition(":")[2] or 0)
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else f"no CUDA device (torch {torch.__version__})"
+            raise ConfigError(
+                f"device = {want!r}, but this machine has {have}. Fix: set device to "
+                f"{'cuda:0' if count else 'cpu'} or auto."
+            )
+    if want == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device = 'mps', but MPS is not available here. Fix: set device to cpu or auto.")
+    return torch.device(want)
+
+
+# Forward FLOPs of one chunk from which more torch threads may pay for themselves on idle cores (see
+# threads_for): between digits' default run (mlp:128,64 at batch 64: 2.2 MFLOP, whose products are too small
+# to split) and Fashion-MNIST at batch 100 (22 MFLOP, the README's mini-batch figure, taken on two threads).
+PARALLEL_FLOPS = 10e6
+
+
+def forward_flops(model: nn.Module, sample: torch.Tensor) -> float:
+    """Multiply-add FLOPs of the model's forward pass on one sample: 2 per weight use of each Linear and
+    convolution (counted on a probe pass, so a convolution counts once per output position), at least 2 per
+    parameter. Hand-counted: torch's FlopCounterMode costs about a second at its first use in a process."""
+    flops = [2.0 * sum(p.numel() for p in model.parameters())]
+
+    def count(module: nn.Module, inputs, output) -> None:
+        if isinstance(module, nn.Linear):
+            flops.append(2.0 * module.weight.numel() * (output.numel() // module.out_features))
+        else:  # a convolution: every output element is a dot product over in_channels/groups x kernel
+            flops.append(2.0 * output.numel() * module.weight[0].numel())
+
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, kinds)]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        model.train(was)
+        for hook in hooks:
+            hook.remove()
+    return max(flops[0], sum(flops[1:]))
+
+
+def threads_for(config: RunConfig, engine, model: nn.Module, data: Dataset) -> int:
+    """Torch threads for the run, chosen from the work and the machine. `config.threads` wins.
+
+    One thread where per-update products are small (a second one only hands work back and forth) and on a
+    busy machine: there a second thread waits for a core at every parallel region, 75-410x slower in issue 9's
+    measurements, even for full-batch products of 8192 rows (bench/bench_busy.py). More only where a chunk's
+    forward pass reaches PARALLEL_FLOPS, and then no more than the cores idle at the start of the run.
+    """
+    if config.threads:
+        return config.threads
+    if engine.name == "c-kernel" or data.x_train.device.type != "cpu":
+        return 1  # the kernel runs on one thread; on a GPU the CPU only launches work
+    s = config.strategy
+    # The rows of one forward pass: a chunk (full-batch), a micro-batch (mini-batch, accumulated or not).
+    rows = min(budget.samples_per_update(s, len(data.x_train)), s.chunk_size)
+    if s.name != Strategy.FULL_BATCH:
+        rows = min(rows, budget.micro_batch(s))
+    if forward_flops(model, data.x_train) * rows < PARALLEL_FLOPS:
+        return 1
+    return max(1, min(torch.get_num_threads(), idle_cores()))
+
+
+def idle_cores() -> int:
+    """Usable cores that other work is not using now: the usable cores, less the larger of the runnable
+    tasks besides this one (Linux /proc/stat, three looks 2 ms apart) and the 1-minute load average beyond
+    this process."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    others = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
+    for look in range(3):
+        running = _procs_running()
+        if running is None:
+            break
+        others = max(others, running - 1.0)
+        if look < 2:
+            time.sleep(0.002)
+    return max(0, round(usable - others))
+
+
+def _procs_running() -> int | None:
+    """Tasks runnable right now, this one included (Linux), or None where /proc/stat cannot tell."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"procs_running "):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on `n` torch threads, restoring the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

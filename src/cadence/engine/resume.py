@@ -74,7 +74,7 @@ def capture(state: TrainState, *, stop_reason: StopReason | None = None, history
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         "stopping": stopping,
-        "losses": torch.cat([t.reshape(-1) for t in state.losses]) if state.losses else None,
+        "losses": torch.cat([t.detach().reshape(-1).cpu() for t in state.losses]) if state.losses else None,
         "rng": {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(legacy=False),
@@ -176,14 +176,9 @@ def start_config(where: str | Path) -> RunConfig:
         return load_config(Path(where) / "config.yaml")
 
 
-def restore(ckpt: checkpoint.Checkpoint, state: TrainState, allow_changes: bool = False) -> list[str]:
-    """Put a freshly built run (`state`: model, optimizer, schedule, stopping) back where `ckpt` left off.
-    Everything is checked first; nothing changes unless all checks pass. Returns the config changes
-    that were allowed (empty for an exact resume).
-
-    With `allow_changes`, the weights, counters, history, data position and RNG come back; the optimizer
-    state only if the optimizer settings are unchanged, the schedule state only if neither the optimizer
-    nor the schedule changed; a changed training set starts at the next epoch.
+def check(ckpt: checkpoint.Checkpoint, state: TrainState, allow_changes: bool = False) -> list[str]:
+    """Whether `ckpt` can continue the freshly built run `state`; changes nothing. Returns the config
+    changes that are allowed (empty for an exact resume).
 
     Raises:
         ConfigError: the config or the training data differ (without allow_changes), or the weights do not
@@ -216,6 +211,26 @@ def restore(ckpt: checkpoint.Checkpoint, state: TrainState, allow_changes: bool 
             f"({meta.get('versions', {}).get('torch')}). Fix: resume with that torch version, or pass "
             "--allow-changes to accept a different order."
         )
+    return changes
+
+
+def restore(ckpt: checkpoint.Checkpoint, state: TrainState, allow_changes: bool = False) -> list[str]:
+    """Put a freshly built run (`state`: model, optimizer, schedule, stopping) back where `ckpt` left off.
+    Everything is checked first (`check`); nothing changes unless all checks pass. Returns the config
+    changes that were allowed (empty for an exact resume).
+
+    With `allow_changes`, the weights, counters, history, data position and RNG come back; the optimizer
+    state only if the optimizer settings are unchanged, the schedule state only if neither the optimizer
+    nor the schedule changed; a changed training set starts at the next epoch.
+
+    Raises:
+        ConfigError, CheckpointError: as `check`.
+    """
+    changes = check(ckpt, state, allow_changes)
+    meta = ckpt.meta
+    data_changed = (
+        meta["state"].get("n_train") != state.n_train or meta["state"].get("data_sha256") != state.data_sha256
+    )
     same_optimizer = not any(c.startswith("optimizer.") for c in changes)
     same_schedule = same_optimizer and not any(c.startswith("schedule.") for c in changes)
 

@@ -1,19 +1,28 @@
-"""`Run`: what `train` returns — config, history, stop reason, final metrics — and how it is saved."""
+"""`Run`: what `train` returns (config, history, stop reason, final metrics, the engine that ran) and how it
+is saved: atomically, as checkpoints are (temp folder, fsync, rename)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from safetensors import SafetensorError
 from torch import nn
 
 from cadence.config import RunConfig
+from cadence.engine.checkpoint import TEMP, _fsync_dir, _write_file
 from cadence.engine.stopping import StopReason
+from cadence.errors import SaveError
 from cadence.models import artefact
+
+FILES = ("config.yaml", "history.jsonl", "history.csv", "summary.json", artefact.FILENAME)
 
 
 @dataclass
@@ -38,6 +47,10 @@ class Run:
     message: str = ""
     skipped_updates: int = 0  # non-finite updates not applied (stop.on_nonfinite skip/rollback)
     inputs: dict | None = None  # what the saved model needs to read raw inputs (models/artefact.py)
+    engine: str = "autograd"  # which engine applied the updates (engine/fast): autograd, c-kernel, batch
+    engine_fallback: str | None = None  # why no faster engine ran, or None
+    device: str = "cpu"  # where the model and data were (config.device resolved: auto -> cpu or cuda)
+    threads: int = 1  # torch threads the run used (config.threads, or chosen from the work and the machine)
 
     def __repr__(self) -> str:  # the dataclass repr holds the config, model and history: 280 KB after 1k epochs
         name = next((k for k in ("test_accuracy", "test_r2") if k in self.test_metrics), None)
@@ -91,6 +104,10 @@ class Run:
             "data_seconds": None if self.data_seconds is None else round(self.data_seconds, 4),
             "samples_per_s": round(self.samples_per_s, 1),
             "skipped_updates": self.skipped_updates,
+            "engine": self.engine,
+            "engine_fallback": self.engine_fallback,
+            "device": self.device,
+            "threads": self.threads,
             **{k: v for k, v in self.val_metrics.items()},
             **{k: v for k, v in self.test_metrics.items()},
         }
@@ -102,28 +119,101 @@ class Run:
 
     def to_jsonl(self, path: str | Path) -> None:
         """Write the history, one JSON object per evaluation."""
-        with open(path, "w") as f:
-            for record in self.history:
-                f.write(json.dumps(record) + "\n")
+        Path(path).write_text(self._jsonl())
 
     def to_csv(self, path: str | Path) -> None:
         """Write the history as CSV, one row per evaluation (columns: the union of record keys)."""
+        Path(path).write_text(self._csv(), newline="")
+
+    def _jsonl(self) -> str:
+        return "".join(json.dumps(record) + "\n" for record in self.history)
+
+    def _csv(self) -> str:
         keys: list[str] = []
         for record in self.history:
             keys += [k for k in record if k not in keys]
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
+        out = io.StringIO(newline="")
+        writer = csv.DictWriter(out, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        return out.getvalue()
 
     def save(self, run_dir: str | Path) -> Path:
         """Write config.yaml, history.jsonl/.csv, summary.json and model.safetensors (the weights, with what
-        `cadence.load` needs to predict on raw inputs) into `run_dir`."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
-        self.to_jsonl(run_dir / "history.jsonl")
-        self.to_csv(run_dir / "history.csv")
-        (run_dir / "summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
-        artefact.save(run_dir / artefact.FILENAME, self.model, self.config, self.inputs)
+        `cadence.load` needs to predict on raw inputs) into `run_dir`, atomically.
+
+        All five go into a temp folder beside `run_dir`, each fsynced; then renames swap it into place, so a
+        reader sees the old folder or the new one, never a mix. The other entries of an existing `run_dir`
+        (the run's checkpoints/, its loggers' files, ...) are carried into the new one.
+
+        Raises:
+            SaveError: `run_dir` is a file, or the write failed (full disk, read-only): the message names
+                the path and the free space, and `run_dir` is left as it was.
+        """
+        run_dir = Path(run_dir).absolute()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SaveError(f"cannot save the run to {run_dir}: it is a file. Fix: pass a folder path.")
+        files = {
+            "config.yaml": yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False).encode(),
+            "history.jsonl": self._jsonl().encode(),
+            "history.csv": self._csv().encode(),
+            "summary.json": (json.dumps(self.summary(), indent=2) + "\n").encode(),
+        }
+        parent = run_dir.parent
+        tmp = parent / f"{TEMP}{run_dir.name}-{os.getpid()}"
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for name, data in files.items():
+                _write_file(tmp / name, data)
+            artefact.save(tmp / artefact.FILENAME, self.model, self.config, self.inputs)
+            _fsync_file(tmp / artefact.FILENAME)
+            _fsync_dir(tmp)
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error
+            shutil.rmtree(tmp, ignore_errors=True)
+            weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+            raise _save_error(run_dir, err, weights + sum(len(d) for d in files.values())) from None
+        self._swap(tmp, run_dir)
         return run_dir
+
+    @staticmethod
+    def _swap(tmp: Path, run_dir: Path) -> None:
+        """Put the complete temp folder in place of `run_dir` by renames alone (no space needed)."""
+        if run_dir.exists():
+            for entry in run_dir.iterdir():
+                if entry.name not in FILES:
+                    os.replace(entry, tmp / entry.name)
+            old = run_dir.parent / f"{TEMP}old-{run_dir.name}-{os.getpid()}"
+            os.replace(run_dir, old)
+            os.replace(tmp, run_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, run_dir)
+        _fsync_dir(run_dir.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_error(run_dir: Path, err: Exception, needed: int) -> SaveError:
+    where = run_dir.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = f"{shutil.disk_usage(where).free:,} bytes free on {where}"
+    except OSError:
+        free = f"free space on {where} unknown"
+    kept = f"{run_dir} is left as it was" if run_dir.exists() else f"nothing was written to {run_dir}"
+    what = getattr(err, "strerror", None) or err
+    filename = getattr(err, "filename", None)
+    return SaveError(
+        f"could not save the run to {run_dir}: {what}{f' ({filename})' if filename else ''}; {free}, about "
+        f"{needed:,} bytes needed. {kept}. "
+        "Fix: free some space, or pass another --out (run.save(path))."
+    )

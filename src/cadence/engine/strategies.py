@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cadence.config import RunConfig, Strategy, StrategyConfig
+from cadence.config import Strategy, StrategyConfig
+from cadence.engine.budget import micro_batch, samples_per_epoch
 from cadence.errors import ConfigError
 
 
@@ -39,13 +40,38 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Te
     return torch.randperm(n, generator=gen)
 
 
-def updates_per_epoch(config: StrategyConfig, n: int) -> int:
-    if config.name == Strategy.FULL_BATCH:
-        return 1
-    if config.name == Strategy.ONLINE:
-        return n
-    full, rest = divmod(n, config.batch_size * config.accumulate)
-    return full + (1 if rest and not config.drop_last else 0)
+def check(config: StrategyConfig, n: int) -> None:
+    """Refuse, before any state changes, a strategy setting these n training samples cannot honour.
+
+    Raises:
+        ConfigError: the stream strategy (it reads a Stream, not an in-memory set); a mini-batch update
+            larger than the data (with drop_last nothing would be trained, without it every update would
+            silently be full-batch).
+    """
+    if config.name == Strategy.STREAM:
+        raise ConfigError(
+            "strategy 'stream' reads from a Stream source, not an in-memory data set. "
+            "Fix: use full-batch, mini-batch or online here."
+        )
+    size = micro_batch(config) * config.accumulate
+    if config.name != Strategy.FULL_BATCH and size > n:
+        what = " x ".join(
+            [f"batch_size={config.batch_size}"] * (config.name == Strategy.MINI_BATCH)
+            + [f"accumulate={config.accumulate}"] * (config.accumulate > 1)
+        )
+        effect = (
+            "drop_last is set, so no update would ever be trained"
+            if config.drop_last
+            else "so every update would hold all of them: that is full-batch"
+        )
+        knob, most = (
+            ("batch_size", n // config.accumulate) if config.name == Strategy.MINI_BATCH else ("accumulate", n)
+        )
+        alternative = "" if config.drop_last else ", or use strategy full-batch"
+        raise ConfigError(
+            f"{what} is larger than the {n} training samples, and {effect}. "
+            f"Fix: lower {knob} (at most {max(1, most)}){alternative}."
+        )
 
 
 def updates(
@@ -54,21 +80,9 @@ def updates(
     """Yield updates forever (the loop's budget ends the run), starting at (start_epoch, start_position).
 
     Raises:
-        ConfigError: the stream strategy (it reads a Stream, not an in-memory set), or a batch larger
-            than the data with drop_last, which would yield nothing.
+        ConfigError: as `check`.
     """
-    if config.name == Strategy.STREAM:
-        raise ConfigError(
-            "strategy 'stream' reads from a Stream source, not an in-memory data set. "
-            "Fix: use full-batch, mini-batch or online here."
-        )
-    if config.name == Strategy.MINI_BATCH and config.drop_last and config.batch_size * config.accumulate > n:
-        raise ConfigError(
-            f"batch_size={config.batch_size}"
-            + (f" x accumulate={config.accumulate}" if config.accumulate > 1 else "")
-            + f" is larger than the {n} training samples and drop_last is set, so no batch would ever be "
-            "trained. Fix: lower batch_size."
-        )
+    check(config, n)
     epoch, position = start_epoch, start_position
     while True:
         if config.name == Strategy.FULL_BATCH:
@@ -76,9 +90,9 @@ def updates(
             yield Update(torch.arange(n).split(config.chunk_size), n, epoch, n, True)
         else:
             order = epoch_order(n, seed, epoch, config.shuffle)
-            micro = 1 if config.name == Strategy.ONLINE else config.batch_size
+            micro = micro_batch(config)
             size = micro * config.accumulate  # accumulation: k micro-batches, one update of k*micro samples
-            last = n - n % size if (config.drop_last and n % size) else n
+            last = samples_per_epoch(config, n)  # n, less the partial last update with drop_last
             for start in range(position, last, size):
                 # Plain arithmetic, and split() only when needed: Tensor.__len__ and split() cost more than
                 # the rest of a one-sample update together.
@@ -90,20 +104,3 @@ def updates(
                     chunks = tuple(c for mb in batch.split(micro) for c in mb.split(config.chunk_size))
                 yield Update(chunks, stop - start, epoch, stop, stop >= last)
         epoch, position = epoch + 1, 0
-
-
-def budget_updates(config: RunConfig, n: int) -> int | None:
-    """The most updates the run's epoch/update/sample budgets allow, or None when only time bounds it."""
-    per_epoch = updates_per_epoch(config.strategy, n)
-    stop = config.stop
-    bounds = []
-    if stop.max_updates is not None:
-        bounds.append(stop.max_updates)
-    if stop.max_epochs is not None:
-        bounds.append(stop.max_epochs * per_epoch)
-    if stop.max_samples is not None:
-        s = config.strategy
-        per_update = n if s.name == Strategy.FULL_BATCH else (1 if s.name == Strategy.ONLINE else s.batch_size)
-        per_update = min(n, per_update * (1 if s.name == Strategy.FULL_BATCH else s.accumulate))
-        bounds.append(-(-stop.max_samples // per_update))
-    return min(bounds) if bounds else None

@@ -1,10 +1,15 @@
 /* Online (one sample per update) training of a dense MLP: forward, loss, hand-derived backward and the
  * optimizer update fused row by row, for a run of consecutive updates in one call.
  *
- * Plain C with no Python headers: cadence.engine.fast loads it with ctypes, so it builds wherever gcc does.
- * The arithmetic follows torch's definitions (nn.Linear, F.cross_entropy / F.mse_loss with reduction="sum",
- * torch.optim.SGD / Adam / AdamW single-tensor updates) so weights match the autograd path to rounding.
+ * Plain C with no Python headers: cadence.engine.fast.compiled loads it with ctypes, so it builds wherever gcc
+ * does. The arithmetic follows torch's definitions (nn.Linear, F.cross_entropy / F.mse_loss with reduction
+ * "sum", torch.optim.SGD / Adam / AdamW single-tensor updates) so weights match autograd to rounding.
  * Compiled with -ffp-contract=off: every fused multiply-add below is written out as fmaf on purpose.
+ *
+ * Portable build: no -march=native. On x86-64 the entry point is cloned for x86-64-v4 (AVX-512), v3 (AVX2 +
+ * FMA) and the baseline, and the loader picks the clone for the CPU it runs on (GCC target_clones, an ifunc).
+ * fmaf is exactly rounded in every clone (an instruction in v3/v4, libm's in the baseline), so the clones
+ * differ only in how many lanes the dot products sum at once.
  */
 #include <math.h>
 #include <stdint.h>
@@ -15,7 +20,19 @@ enum { LOSS_CROSS_ENTROPY = 0, LOSS_MSE = 1 };
 enum { OPT_SGD = 0, OPT_MOMENTUM = 1, OPT_NESTEROV = 2, OPT_ADAM = 3, OPT_ADAMW = 4 };
 
 /* Bumped whenever Net or the entry point changes: the loader refuses a kernel built from other source. */
-#define CADENCE_KERNEL_ABI 1
+#define CADENCE_KERNEL_ABI 2
+
+/* Why a call returned before its last update (Net.status). */
+enum { STATUS_DONE = 0, STATUS_NONFINITE = 1, STATUS_BAD_TARGET = 2 };
+
+#ifdef CLONES /* -DCLONES= builds for the compiler's target alone (to try one instruction set) */
+#elif defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+/* Helpers are inlined into each clone, so they are compiled for its instruction set too. */
+#define INLINE static inline __attribute__((always_inline))
 
 int64_t cadence_mlp_online_abi(void) { return CADENCE_KERNEL_ABI; }
 
@@ -29,9 +46,10 @@ typedef struct {
     float lr, momentum, weight_decay, beta1, beta2, eps;
     double step;              /* Adam: updates already taken (torch's state["step"]) */
     float *work;              /* 3 * sum(dims) floats of scratch */
+    int64_t status;           /* out: STATUS_* of the last call */
 } Net;
 
-static inline float act_fwd(int64_t act, float z) {
+INLINE float act_fwd(int64_t act, float z) {
     switch (act) {
     case ACT_RELU: return z < 0.0f ? 0.0f : z; /* NaN passes through, as in torch.relu */
     case ACT_TANH: return tanhf(z);
@@ -41,7 +59,7 @@ static inline float act_fwd(int64_t act, float z) {
 }
 
 /* d(activation)/dz written through the output a, as torch's backward formulas do. */
-static inline float act_grad(int64_t act, float a) {
+INLINE float act_grad(int64_t act, float a) {
     switch (act) {
     case ACT_RELU: return a > 0.0f ? 1.0f : 0.0f;
     case ACT_TANH: return 1.0f - a * a;
@@ -50,22 +68,37 @@ static inline float act_grad(int64_t act, float a) {
     }
 }
 
-static float dot(const float *restrict w, const float *restrict a, int64_t n) {
+INLINE float dot(const float *restrict w, const float *restrict a, int64_t n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; j++) s = fmaf(w[j], a[j], s);
     return s;
 }
 
-/* One row of one layer: gradient row g = d * a (+ weight decay), optimizer update in place. When `back` is
- * not NULL, first accumulates back += d * (old row), the input gradient of the layer below. */
-static void update_row(const Net *net, float *restrict w, float *restrict s1, float *restrict s2, float d,
-                       const float *restrict a, int64_t n, float *restrict back, float step_size, float bc2_sqrt) {
-    const float nlr = -net->lr, wd = net->weight_decay, m = net->momentum;
-    if (back) {
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++) back[j] = fmaf(d, w[j], back[j]);
+/* Largest |x[j]|, or NaN when any entry is not finite (x - x is NaN exactly for inf and NaN). */
+INLINE float absmax(const float *restrict x, int64_t n) {
+    float m = 0.0f, bad = 0.0f;
+#pragma omp simd reduction(max : m) reduction(+ : bad)
+    for (int64_t j = 0; j < n; j++) {
+        const float v = fabsf(x[j]);
+        m = v > m ? v : m;
+        bad += x[j] - x[j];
     }
+    return m + bad;
+}
+
+/* Whether every entry of a layer's gradient is finite: the weight gradient's entries are the products
+ * d[i] * a[j], and the bias gradient is d. Rounding is monotone, so the largest product is
+ * max|d| * max|a| rounded, and it is finite exactly when all of them are. */
+INLINE int gradient_finite(const float *d, int64_t n_out, const float *a, int64_t n_in) {
+    const float md = absmax(d, n_out), ma = absmax(a, n_in);
+    return isfinite(md) && isfinite(ma) && isfinite(md * ma);
+}
+
+/* One row of one layer: gradient row g = d * a (+ weight decay), optimizer update in place. */
+INLINE void update_row(const Net *net, float *restrict w, float *restrict s1, float *restrict s2, float d,
+                       const float *restrict a, int64_t n, float step_size, float bc2_sqrt) {
+    const float nlr = -net->lr, wd = net->weight_decay, m = net->momentum;
     switch (net->opt) {
     case OPT_SGD:
         if (wd == 0.0f) {
@@ -113,7 +146,7 @@ static void update_row(const Net *net, float *restrict w, float *restrict s1, fl
 }
 
 /* Loss of one sample (reduction "sum" over outputs) and its gradient wrt the outputs, into `delta`. */
-static float loss_and_delta(const Net *net, const float *out, int64_t k, const int64_t *yi, const float *yf,
+INLINE float loss_and_delta(const Net *net, const float *out, int64_t k, const int64_t *yi, const float *yf,
                             int64_t row, float *delta) {
     if (net->loss == LOSS_CROSS_ENTROPY) {
         float mx = out[0], s = 0.0f;
@@ -136,26 +169,37 @@ static float loss_and_delta(const Net *net, const float *out, int64_t k, const i
 }
 
 /* Train `n_updates` updates of one sample each, rows idx[0..n_updates) of X. Writes each loss to `losses`.
- * Stops before the first update whose loss is not finite, leaving the weights as they were.
- * Returns the number of updates applied. */
-int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, const int64_t *yi, const float *yf,
-                           const int64_t *idx, int64_t n_updates, float *losses) {
+ * Stops before the first update whose target is out of range (STATUS_BAD_TARGET) or whose loss or gradient
+ * is not finite (STATUS_NONFINITE), leaving weights and optimizer state exactly as they were: every layer's
+ * gradient is known, and checked, before the first write. Returns the number of updates applied. */
+CLONES int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, const int64_t *yi,
+                                  const float *yf, const int64_t *idx, int64_t n_updates, float *losses) {
     const int64_t L = net->n_layers;
     const int64_t *dims = net->dims;
     int64_t total = 0;
     for (int64_t l = 0; l <= L; l++) total += dims[l];
-    /* acts[l] for l >= 1 live in work; acts[0] is the input row itself. */
-    float *acts[64];
-    float *delta = net->work + total, *back = net->work + 2 * total;
+    /* acts[l] for l >= 1 live in work; acts[0] is the input row itself. deltas[l] is the gradient wrt
+     * layer l's output (dims[l + 1] floats). */
+    float *acts[64], *deltas[64];
     {
-        float *p = net->work;
+        float *p = net->work, *q = net->work + total;
         for (int64_t l = 0; l <= L; l++) {
             acts[l] = p;
             p += dims[l];
         }
+        for (int64_t l = 0; l < L; l++) {
+            deltas[l] = q;
+            q += dims[l + 1];
+        }
     }
+    net->status = STATUS_DONE;
+    const int sparse = net->opt == OPT_SGD && net->weight_decay == 0.0f;
     for (int64_t u = 0; u < n_updates; u++) {
         const int64_t row = idx[u];
+        if (net->loss == LOSS_CROSS_ENTROPY && (yi[row] < 0 || yi[row] >= dims[L])) {
+            net->status = STATUS_BAD_TARGET;
+            return u;
+        }
         acts[0] = (float *)(X + row * n_features);
         for (int64_t l = 0; l < L; l++) {
             const int64_t in = dims[l], out = dims[l + 1];
@@ -165,8 +209,34 @@ int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, const i
             if (l < L - 1)
                 for (int64_t i = 0; i < out; i++) z[i] = act_fwd(net->act, z[i]);
         }
-        const float loss = loss_and_delta(net, acts[L], dims[L], yi, yf, row, delta);
-        if (!isfinite(loss)) return u;
+        const float loss = loss_and_delta(net, acts[L], dims[L], yi, yf, row, deltas[L - 1]);
+        if (!isfinite(loss)) {
+            net->status = STATUS_NONFINITE;
+            return u;
+        }
+
+        /* Backward through the old weights: the input gradient of layer l, times the activation's
+         * derivative, is the output gradient of layer l - 1. */
+        for (int64_t l = L - 1; l > 0; l--) {
+            const int64_t in = dims[l], out = dims[l + 1];
+            float *restrict below = deltas[l - 1];
+            memset(below, 0, sizeof(float) * in);
+            for (int64_t i = 0; i < out; i++) {
+                const float d = deltas[l][i];
+                /* Plain SGD skips zero gradient rows below; their share of `below` is zero too. */
+                if (sparse && d == 0.0f) continue;
+                const float *restrict w = net->w[l] + i * in;
+#pragma omp simd
+                for (int64_t j = 0; j < in; j++) below[j] = fmaf(d, w[j], below[j]);
+            }
+            for (int64_t j = 0; j < in; j++) below[j] *= act_grad(net->act, acts[l][j]);
+        }
+        for (int64_t l = 0; l < L; l++) {
+            if (!gradient_finite(deltas[l], dims[l + 1], acts[l], dims[l])) {
+                net->status = STATUS_NONFINITE;
+                return u;
+            }
+        }
         losses[u] = loss;
 
         float step_size = 0.0f, bc2_sqrt = 1.0f;
@@ -177,26 +247,22 @@ int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, const i
             step_size = (float)((double)net->lr / bc1);
             bc2_sqrt = (float)sqrt(bc2);
         }
-        const int sparse = net->opt == OPT_SGD && net->weight_decay == 0.0f;
         for (int64_t l = L - 1; l >= 0; l--) {
             const int64_t in = dims[l], out = dims[l + 1];
-            float *bk = l > 0 ? back : NULL;
-            if (bk) memset(bk, 0, sizeof(float) * in);
+            const float *delta = deltas[l];
             for (int64_t i = 0; i < out; i++) {
                 const float d = delta[i];
                 /* Plain SGD: a zero gradient row changes nothing (w + (-lr) * 0 == w), so skip it. */
                 if (sparse && d == 0.0f) continue;
                 float *s1 = net->s1w ? net->s1w[l] + i * in : NULL, *s2 = net->s2w ? net->s2w[l] + i * in : NULL;
-                update_row(net, net->w[l] + i * in, s1, s2, d, acts[l], in, bk, step_size, bc2_sqrt);
+                update_row(net, net->w[l] + i * in, s1, s2, d, acts[l], in, step_size, bc2_sqrt);
             }
             /* Biases: the gradient row is delta itself (a == 1). */
-            float one = 1.0f;
+            const float one = 1.0f;
             for (int64_t i = 0; i < out; i++) {
                 float *s1 = net->s1b ? net->s1b[l] + i : NULL, *s2 = net->s2b ? net->s2b[l] + i : NULL;
-                update_row(net, net->b[l] + i, s1, s2, delta[i], &one, 1, NULL, step_size, bc2_sqrt);
+                update_row(net, net->b[l] + i, s1, s2, delta[i], &one, 1, step_size, bc2_sqrt);
             }
-            if (bk)
-                for (int64_t j = 0; j < in; j++) delta[j] = bk[j] * act_grad(net->act, acts[l][j]);
         }
     }
     return n_updates;
