@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cadence.config import RunConfig, Strategy, StrategyConfig
+from cadence.config import RunConfig
 from cadence.data.datasets import Dataset
-from cadence.engine import fast, train
+from cadence.engine import train
+from cadence.engine.fast import choose_engine
 from cadence.engine.loop import prepare, resolve_config
-from cadence.engine.options import step_options
+from cadence.engine.options import step_options, threads_for, torch_threads
 from cadence.engine.step import loss_sum
 from cadence.engine.strategies import updates as strategy_updates
 from cadence.errors import ConfigError
 from cadence.optim import build_optimizer
-from cadence.tuning.reference_engine import ReferenceEngine
 
 
 @dataclass(frozen=True)
@@ -126,34 +126,38 @@ def _peak_rss_mib() -> float | None:
 def measure_throughput(
     model: nn.Module, data: Dataset, config: RunConfig, batch_size: int, updates: int = 20
 ) -> dict:
-    """Seconds per update and peak memory of mini-batch updates of `batch_size` on a copy of `model`.
+    """Seconds per update and peak memory of mini-batch updates of `batch_size` on a copy of `model`, with
+    the engine and thread count a run of that batch size would get (engine.fast.choose_engine,
+    engine.options.threads_for).
 
     Peak memory: on CUDA torch's max_memory_allocated; on the CPU the process's peak resident set size
     (reset before the measurement, so it is this batch size's peak, data and interpreter included).
     """
     model = copy.deepcopy(model)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
-    strategy = StrategyConfig(name=Strategy.MINI_BATCH, batch_size=batch_size)
-    engine = ReferenceEngine(
-        model, optimizer, None, data.x_train, data.y_train, data.task, step_options(config, model, data)
-    )
-    pending = strategy_updates(strategy, len(data.x_train), config.seed)
+    config = config.with_overrides({"strategy.name": "mini-batch", "strategy.batch_size": batch_size})
+    options = step_options(config, model, data)
+    # The engine a run of this config would use (the fast batch engine where it computes the same).
+    engine = choose_engine(model, optimizer, None, config, data.x_train, data.y_train, data.task, options)
+    pending = strategy_updates(config.strategy, len(data.x_train), config.seed)
     cuda = data.x_train.is_cuda
-    engine.apply([next(pending)])  # the first update allocates optimizer state and warms caches
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    reset = _peak_rss_reset()
-    t0 = time.perf_counter()
-    for _ in range(updates):
-        engine.apply([next(pending)])
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t0) / updates
+    with torch_threads(threads_for(config, engine, model, data)):  # the threads such a run would use
+        engine.apply([next(pending)])  # the first update allocates optimizer state and warms caches
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        reset = _peak_rss_reset()
+        t0 = time.perf_counter()
+        for _ in range(updates):
+            engine.apply([next(pending)])
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t0) / updates
     rss = _peak_rss_mib() if reset else None
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss
     return {
         "batch_size": batch_size,
+        "engine": engine.name,
         "seconds_per_update": seconds,
         "samples_per_s": batch_size / seconds,
         "peak_memory_mib": peak,
@@ -243,7 +247,7 @@ def advise_batch_size(
         if warmup_updates:
             warm = {"stop.max_updates": warmup_updates, "stop.max_epochs": None, "stop.max_samples": None}
             train(model, data, config.with_overrides({**warm, "stop.max_seconds": None}))
-        torch.set_num_threads(fast.threads_for(config) or threads)
+        torch.set_num_threads(config.threads or 1)  # the noise scale: small products, one thread
         noise = gradient_noise_scale(
             model,
             data.x_train,
