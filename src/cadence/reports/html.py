@@ -183,6 +183,14 @@ def plots_section(page: Page) -> str:
     return f'<section id="plots"><h2>Plots</h2>{figures}</section>'
 
 
+def tuning_section(page: Page) -> str:
+    """The lr range test of each configuration (`cadence compare --tune-lr`, issue 13), or "". Drawn by
+    reports/tuning.py, which also builds the page of `cadence tune`."""
+    from cadence.reports.tuning import tuning_html
+
+    return tuning_html(page.result)
+
+
 def runs_section(page: Page) -> str:
     runs = page.result["runs"]
     return (
@@ -215,6 +223,7 @@ SECTIONS: tuple[Callable[[Page], str], ...] = (
     recommendation_section,
     results_section,
     plots_section,
+    tuning_section,
     runs_section,
     configuration_section,
     machine_section,
