@@ -259,14 +259,22 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool, out
     result.save(run_dir)
     if as_json:
         print(json.dumps({**result.summary(), "run_dir": str(run_dir)}))
-        return
-    if not quiet:
+    elif not quiet:
         title = f"Cadence: {dataset.describe()}, ensemble members"
         print_table(out_console, runs_table(result.members, title=title), output_format)
         notes = out_console if output_format == "table" else err_console
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
         notes.print(f"ensemble of {len(result.members)}: {metrics}", highlight=False, soft_wrap=True)
         notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
+    if result.diverged:  # as a single run: a diverged member is a failed run, whatever the others did
+        members = ", ".join(f"member-{i}" for i in result.diverged)
+        message = result.members[result.diverged[0]].message
+        err_console.print(
+            f"[bold red]diverged:[/] {members}: {message} Summaries and last good weights: {run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(DIVERGED_EXIT)
 
 
 # What a comparison sets for every run itself (its grid, budget and seeds): no run-config flag for these.
