@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 from cadence.comparison.config import dump_compare_file
 from cadence.reports.recommend import Recommendation, recommend
@@ -125,7 +126,7 @@ def _runs_table(result: dict) -> str:
     metric = result["metric"]
     cols = ("seed", metric, "test_loss", "updates", "samples_seen", "seconds", "samples_per_s", "goal_seconds")
     head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in ("configuration", *cols))
-    head += '<th class="text">stop reason</th>'
+    head += '<th class="text">engine</th><th class="text">stop reason</th>'
     body = []
     for run in result["runs"]:
         cells = []
@@ -135,11 +136,24 @@ def _runs_table(result: dict) -> str:
         reason = run.get("stop_reason", "")
         if run.get("error"):
             reason += f": {run['error']}"
+        engine = _engine(run)
         body.append(
             f"<tr><td>{escape(run['label'])}</td>{''.join(f'<td>{c}</td>' for c in cells)}"
+            f'<td class="text"{f" title={quoteattr(engine[1])}" if engine[1] else ""}>{escape(engine[0])}</td>'
             f'<td class="text">{escape(reason)}</td></tr>'
         )
     return f'<table id="runs" class="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _engine(run: dict) -> tuple[str, str]:
+    """("c-kernel (cpu, 1 thread)", why no faster engine ran or ""): what trained the run, as the CLI says it."""
+    if not run.get("engine"):  # a result saved before runs recorded their engine
+        return "–", ""
+    threads = run.get("threads")
+    where = ", ".join(
+        x for x in (run.get("device"), f"{threads} thread{'s' * (threads != 1)}" if threads else None) if x
+    )
+    return f"{run['engine']} ({where})" if where else run["engine"], run.get("engine_fallback") or ""
 
 
 FIGURES = {
