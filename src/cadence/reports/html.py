@@ -6,6 +6,7 @@ function of the `Page`; a new section (tuning, ...) is one function added to SEC
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
@@ -67,6 +68,17 @@ class Page:
 def _img(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f"data:image/png;base64,{data}"
+
+
+def _size(path: Path) -> str:
+    """`width="W" height="H"` from the PNG header (its IHDR chunk: bytes 16-24), so the browser lays the page
+    out at its final size before any image is decoded: nothing moves when the plots arrive."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return ""
+    width, height = struct.unpack(">II", head[16:24])
+    return f'width="{width}" height="{height}"'
 
 
 def _values(text: str) -> str:
@@ -190,7 +202,8 @@ one evaluation interval. Interrupted or failed runs are left out of the statisti
 
 def plots_section(page: Page) -> str:
     figures = "".join(
-        f'<figure><img src="{_img(path)}" data-plot="{escape(name)}" alt="{escape(FIGURES.get(name, name))}">'
+        f'<figure><img src="{_img(path)}" {_size(path)} decoding="sync" data-plot="{escape(name)}" '
+        f'alt="{escape(FIGURES.get(name, name))}">'
         f"<figcaption>{escape(FIGURES.get(name, name))}</figcaption></figure>"
         for name, path in page.plots.items()
     )
