@@ -17,7 +17,7 @@ from cadence.config import build_config, load_config
 from cadence.errors import ConfigError
 from cadence.tuning.objective import make_folds
 from cadence.tuning.search import tune
-from cadence.tuning.space import apply_params, build_tune_config, check_space, suggest
+from cadence.tuning.space import apply_params, build_tune_config, check_space, load_tune_file, suggest
 from cadence.tuning.storage import OWNER, open_storage
 from cadence.tuning.workers import budget_state, run_worker
 
@@ -90,6 +90,21 @@ def test_bad_spaces_are_refused_with_the_reason(space, match):
 def test_no_budget_is_refused():
     with pytest.raises(ConfigError, match="set a budget"):
         build_tune_config({"trials": None})
+
+
+def test_a_tune_file_with_an_alias_bomb_or_a_huge_value_gets_a_short_error(tmp_path):
+    from tests.test_errors import ALIAS_BOMB
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB + "tune: {trials: 2, space: {optimizer.lr: *g}}\n")
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values") as err:
+        load_tune_file(bomb)
+    assert len(str(err.value)) < 300
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump({"tune": {"trials": "x" * 100_000, "space": {"optimizer.lr": [0.1]}}}))
+    with pytest.raises(ConfigError, match="'tune.trials' = 'xxx") as err:
+        load_tune_file(huge)
+    assert len(str(err.value)) < 600
 
 
 @pytest.mark.parametrize(

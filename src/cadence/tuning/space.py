@@ -21,11 +21,10 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cadence.config import RunConfig, build_config
-from cadence.errors import ConfigError
+from cadence.config import RunConfig, build_config, read_yaml
+from cadence.errors import ConfigError, clip
 
 ARCHITECTURE = ("model.depth", "model.width")  # not RunConfig keys: they rebuild an mlp:W1,...,Wd spec
 NOT_SEARCHED = ("seed",)  # each trial gets its own seed, recorded with it
@@ -269,7 +268,7 @@ def _format(err: ValidationError, source: str) -> str:
             )
             lines.append(f"unknown key '{where}'; allowed keys here: {allowed}")
         else:
-            lines.append(f"'{where}' = {e.get('input')!r}: {e['msg']}")
+            lines.append(f"'{where}' = {clip(e.get('input'))}: {e['msg']}")
     return f"invalid tune settings in {source}:\n  " + "\n  ".join(lines)
 
 
@@ -292,21 +291,12 @@ def load_tune_file(path: str | Path) -> tuple[RunConfig, TuneConfig]:
         ConfigError: a missing or malformed file, or a bad setting in either part.
     """
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist. Fix: pass the path of a YAML file.") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            f"config file {path} could not be read: {err}. Fix: pass a readable UTF-8 YAML file."
-        ) from None
+    tree = read_yaml(path) or {}  # alias bombs and unreadable files refused as for `cadence train -c`
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections; got a {type(tree).__name__}")
     settings = tree.pop("tune", None) or {}
     if not isinstance(settings, dict):
-        raise ConfigError(f"'tune' in {path} must be a mapping (space, trials, ...); got {settings!r}")
+        raise ConfigError(f"'tune' in {path} must be a mapping (space, trials, ...); got {clip(settings)}")
     return build_config(tree, source=str(path)), build_tune_config(settings, source=str(path))
 
 
