@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cadence.config import RunConfig
 from cadence.data.datasets import Dataset
-from cadence.engine.checkpoint import TEMP, _fsync_dir, _write_file
+from cadence.engine.checkpoint import TEMP, _fsync, _write_file
 from cadence.engine.evaluate import evaluate
 from cadence.engine.events import Callback
 from cadence.engine.loop import as_dataset, resolve_config, train
@@ -45,7 +45,7 @@ class EnsembleRun:
         tmp = run_dir / f"{TEMP}ensemble.json-{os.getpid()}"
         _write_file(tmp, (json.dumps(self.summary(), indent=2) + "\n").encode())
         os.replace(tmp, run_dir / "ensemble.json")
-        _fsync_dir(run_dir)
+        _fsync(run_dir)
         return run_dir
 
     @property
