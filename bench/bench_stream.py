@@ -144,7 +144,7 @@ def stream_run(workdir: Path) -> dict:
                         "Sneaker",
                         "Bag",
                         "Ankle boot",
-                    ],
+                    ],  # fmt: skip
                 },
             }
         )

@@ -36,15 +36,9 @@ def main() -> None:
         result = {"data": name, "model": spec, "epochs": epochs}
         for precision in ("fp32", "bf16"):
             run = train(
-                spec,
-                data,
-                threads=args.threads,
-                optimizer="adam",
-                lr=1e-3,
-                batch_size=100,
-                max_epochs=epochs,
-                precision=precision,
-            )
+                spec, data, threads=args.threads, optimizer="adam", lr=1e-3, batch_size=100,
+                max_epochs=epochs, precision=precision,
+            )  # fmt: skip
             result[precision] = {
                 "samples_per_s": round(run.samples_per_s, 1),
                 "test_accuracy": round(run.test_metrics["test_accuracy"], 4),
