@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,15 +23,15 @@ import torch
 from torch import nn
 
 from cadence.config import RunConfig
-from cadence.data.streams import Rejected, Sample, Schema, Source, parse
-from cadence.data.streams.prefetch import Prefetcher
+from cadence.data.streams import Rejected, Schema, Source
+from cadence.data.streams.prefetch import Poll, Prefetcher
 from cadence.engine import checkpoint
 from cadence.errors import ConfigError, StreamError
 from cadence.metrics.streaming import Prequential
 from cadence.models import build_model
 from cadence.optim import build_optimizer, build_schedule
 from cadence.serve import state as saved
-from cadence.serve.buffer import ResidentBuffer
+from cadence.serve.buffer import Pending, ResidentBuffer
 from cadence.serve.drift import DriftDetector
 from cadence.serve.engines import choose_engine
 from cadence.serve.gate import Gate
@@ -125,8 +125,7 @@ class StreamLearner:
         self.ledger: list[str] = []
         self.history_bytes = 0
         self._history: list[dict] = []  # records since the last checkpoint (written with it)
-        self._queue: deque = deque()  # (slot, id, labelled, loss, hit, payload): predicted, not yet trained
-        self._queued_labelled = 0
+        self.pending = Pending()  # predicted, not yet trained
         self._unacked: list[str] = []
         self._failed_in_a_row = 0
         self._lease = False
@@ -202,19 +201,19 @@ class StreamLearner:
 
     def _loop(self) -> str:
         sc = self.sc
-        reader = Prefetcher(self.source, sc.read_count, schema=self.schema, workers=sc.parse_workers)
+        reader = Prefetcher(self.source, sc.read_count, self.schema, workers=sc.parse_workers)
         try:
             while True:
                 if self._signal is not None:
                     return f"stopped by {signal.Signals(self._signal).name}"
                 if sc.max_samples and self.counts["samples_trained"] >= sc.max_samples:
                     return f"trained max_samples={sc.max_samples}"
-                messages = reader.read()
+                poll = reader.read()
                 now = time.monotonic()
-                if messages:
+                if poll is not None:
                     self._idle_since = None
                     self._crash_point("read")
-                    self._process(messages)
+                    self._process(poll)
                 else:
                     if reader.exhausted:
                         return "the source ended"
@@ -250,42 +249,53 @@ class StreamLearner:
 
     # --- one poll: check, predict, train ----------------------------------------------------------------
 
-    def _process(self, messages: list) -> None:
-        position, ack_now, dead = self.source.position, [], []
-        fresh: list[tuple[str, Sample, bytes]] = []
-        for m in messages:
-            pos = position(m.id)
-            if self.ckpt_pos is not None and pos <= self.ckpt_pos:
-                ack_now.append(m.id)  # its effect is already in a durable checkpoint
-                self.counts["acked_without_training"] += 1
-                continue
-            if self.seen_pos is not None and pos <= self.seen_pos:
-                continue  # redelivered (a reconnect, a claim) while trained, queued or dead-lettered already
-            self.seen_pos = pos
-            if m.payload is None:
-                ack_now.append(m.id)
-                self.counts["trimmed"] += 1
-            elif m.deliveries > self.sc.max_deliveries:
-                dead.append(
-                    Rejected(
-                        m.id,
-                        f"training-failed: delivered {m.deliveries} times without reaching a checkpoint "
-                        f"(max_deliveries={self.sc.max_deliveries}); it may crash the learner",
-                        m.payload,
-                    )
+    def _process(self, poll: Poll) -> None:
+        """Acknowledge what a checkpoint already holds, dead-letter the refused, then predict and train the
+        rest. Vectorised over the poll: the per-message Python is a few list operations."""
+        msgs, batch, n = poll.messages, poll.batch, len(poll.messages)
+        start, ack_now = self._skip_seen(msgs)
+        if start < n:
+            self.seen_pos = self.source.position(msgs[-1].id)  # a poll is in source order
+        gone = [i for i in range(start, n) if msgs[i].payload is None]
+        if gone:
+            ack_now += [msgs[i].id for i in gone]
+            self.counts["trimmed"] += len(gone)
+        limit = self.sc.max_deliveries
+        over = {i for i in range(start, n) if msgs[i].deliveries > limit and msgs[i].payload is not None}
+        dead = []
+        for i in sorted(over.union(i for i in batch.rejected if i >= start)):  # in source order
+            m = msgs[i]
+            why = batch.rejected.get(i) if i not in over else None
+            if why is None:  # delivered too often: it may be what crashed the learner (checks passed or not)
+                why = (
+                    f"training-failed: delivered {m.deliveries} times without reaching a checkpoint "
+                    f"(max_deliveries={limit}); it may crash the learner"
                 )
-            else:
-                s = m.parsed if m.parsed is not None else parse(m.payload, self.schema, m.id)
-                if isinstance(s, Rejected):
-                    dead.append(s)
-                else:
-                    fresh.append((m.id, s, m.payload))
+            dead.append(Rejected(m.id, why, m.payload))
+        keep = batch.good >= start
+        if over:
+            keep &= ~np.isin(batch.good, list(over))
         if ack_now:
             self.source.ack(ack_now)
         self._dead_letter(dead)
-        if fresh:
-            self._predict(fresh)
+        if keep.any():
+            self._predict(msgs, batch, keep)
             self._train_ready()
+
+    def _skip_seen(self, msgs: list) -> tuple[int, list[str]]:
+        """(the index of the first message this run has not taken in yet, the ids to ack at once: those at or
+        before the checkpoint's position). Only a redelivered prefix (a restart, a reconnect, a claim) is
+        looked at one by one: a poll is in source order."""
+        position, seen = self.source.position, self.seen_pos
+        if seen is None or position(msgs[0].id) > seen:
+            return 0, []
+        ack_now, i = [], 0
+        while i < len(msgs) and (pos := position(msgs[i].id)) <= seen:
+            if self.ckpt_pos is not None and pos <= self.ckpt_pos:
+                ack_now.append(msgs[i].id)  # its effect is already in a durable checkpoint
+            i += 1  # else redelivered while trained, queued or dead-lettered already: skipped
+        self.counts["acked_without_training"] += len(ack_now)
+        return i, ack_now
 
     def _dead_letter(self, rejected: list[Rejected]) -> None:
         if rejected:
@@ -293,69 +303,68 @@ class StreamLearner:
             self.counts["dead_letters"] += len(rejected)
             self.dead_by_reason.update(r.code for r in rejected)
 
-    def _predict(self, fresh: list[tuple[str, Sample, bytes]]) -> None:
-        """Put the samples into the buffer and score them with the weights of now (test before train)."""
-        rows = self.buffer.put([s for _, s, _ in fresh])
-        labelled = [row for row, (_, s, _) in zip(rows, fresh, strict=True) if s.y is not None]
-        losses = hits = np.zeros(0)
-        if labelled:
-            idx = torch.tensor(labelled)
-            losses, hits = self.buffer.score(self.model, idx)
+    def _predict(self, msgs: list, batch, keep: np.ndarray) -> None:
+        """Write the labelled samples into the buffer (one copy) and score them with the weights of now, in
+        one forward pass (test before train); queue every sample in source order."""
+        good, labelled = batch.good[keep], batch.labelled[keep]
+        rows = np.full(len(good), -1, np.int64)
+        losses, hits = np.zeros(len(good)), np.zeros(len(good))
+        if labelled.any():
+            rows_l = self.buffer.put(batch.x[keep][labelled], batch.y[keep][labelled])
+            rows[labelled] = rows_l
+            losses[labelled], hits[labelled] = scores = self.buffer.score(self.model, rows_l)
             served = self.store.current
             if served is not None and self.gate.due():
-                self.gate.observe(self.buffer.score(served.model, idx), (losses, hits))
-        k = 0
-        for row, (source_id, s, payload) in zip(rows, fresh, strict=True):
-            if s.y is not None:
-                self._queue.append((row, source_id, True, losses[k], hits[k], payload))
-                self._queued_labelled += 1
-                k += 1
-            else:
-                self._queue.append((row, source_id, False, 0.0, 0.0, payload))
+                self.gate.observe(self.buffer.score(served.model, rows_l), scores)
+        self.pending.push(rows, [msgs[i] for i in good.tolist()], losses, hits)
 
     def _train_ready(self) -> None:
         """Train, in order, every queued sample whose label is due (`label_delay` later ones have arrived)."""
-        ready = []
-        while self._queue and (self._queued_labelled > self.sc.label_delay or not self._queue[0][2]):
-            item = self._queue.popleft()
-            self._queued_labelled -= item[2]
-            ready.append(item)
-        if not ready:
+        rows, msgs, losses, hits = self.pending.pop_ready(self.sc.label_delay)
+        if not msgs:
             return
-        trained = [it for it in ready if it[2]]
-        failed = self._apply(trained)
-        ok = [it for it in trained if it[1] not in failed]
+        labelled = rows >= 0
+        trained = [m for m, t in zip(msgs, labelled.tolist(), strict=True) if t] if not labelled.all() else msgs
+        failed = self._apply(rows[labelled], trained)
+        if failed is None:
+            ok, ok_losses, ok_hits = trained, losses[labelled], hits[labelled]
+        else:
+            ok = [m for m, f in zip(trained, failed.tolist(), strict=True) if not f]
+            ok_losses, ok_hits = losses[labelled][~failed], hits[labelled][~failed]
         if ok:
-            losses = np.array([it[3] for it in ok])
-            hits = np.array([it[4] for it in ok])
-            self.metrics.update(losses, hits)
-            errors = 1.0 - hits if self.task == "classification" else hits
+            self.metrics.update(ok_losses, ok_hits)
+            errors = 1.0 - ok_hits if self.task == "classification" else ok_hits
             for i in self.drift.update(errors):
                 self._on_drift(self.counts["samples_trained"] + i + 1)
         if self.sc.ledger:
-            self.ledger.extend(it[1] for it in ok)
+            self.ledger.extend(m.id for m in ok)
         self.counts["samples_trained"] += len(ok)
-        self.counts["samples_predicted_only"] += len(ready) - len(trained)
-        self._unacked.extend(it[1] for it in ready if it[1] not in failed)
-        self.last_id = ready[-1][1]
+        self.counts["samples_predicted_only"] += len(msgs) - len(trained)
+        if failed is None:
+            self._unacked.extend(m.id for m in msgs)
+        else:
+            lost = {m.id for m, f in zip(trained, failed.tolist(), strict=True) if f}
+            self._unacked.extend(m.id for m in msgs if m.id not in lost)
+        self.last_id = msgs[-1].id
         self.last_pos = self.source.position(self.last_id)
         self._crash_point("trained")
 
-    def _apply(self, items: list) -> set[str]:
-        """Run the updates for `items` (one per sample, or micro-batches of stream.batch_size) through the
-        engine. An update whose loss or gradient is not finite was not applied; it is tried again up to
-        max_deliveries times in all, then its messages are dead-lettered. Returns their ids."""
+    def _apply(self, rows: np.ndarray, items: list) -> np.ndarray | None:
+        """Run the updates for `rows` (one per sample, or micro-batches of stream.batch_size) through the
+        engine, in runs of up to engine.max_run. An update whose loss or gradient is not finite was not
+        applied; it is tried again up to max_deliveries times in all, then its messages are dead-lettered.
+        Returns which items failed so (None when none did)."""
         from cadence.engine.strategies import Update
 
         k = self.sc.batch_size
-        groups = [items[i : i + k] for i in range(0, len(items), k)]
-        updates = [
-            Update(
-                (self.buffer.one[g[0][0]] if k == 1 else torch.tensor([it[0] for it in g]),), len(g), 0, 0, False
-            )
-            for g in groups
-        ]
-        failed: set[str] = set()
+        if k == 1:
+            updates = [self.buffer.updates[r] for r in rows.tolist()]
+        else:
+            updates = [
+                Update((torch.from_numpy(rows[i : i + k].copy()),), len(rows[i : i + k]), 0, 0, False)
+                for i in range(0, len(rows), k)
+            ]
+        failed = None
         i, tries = 0, 0
         while i < len(updates):
             block = updates[i : i + self.engine.max_run]
@@ -369,14 +378,16 @@ class StreamLearner:
                 self.counts["training_retries"] += 1
                 if tries >= self.sc.max_deliveries:
                     why = f"training-failed: non-finite loss or gradient in {tries} tries"
-                    self._dead_letter([Rejected(it[1], why, it[5]) for it in groups[i]])
-                    failed.update(it[1] for it in groups[i])
+                    group = items[i * k : (i + 1) * k]
+                    self._dead_letter([Rejected(m.id, why, m.payload) for m in group])
+                    if failed is None:
+                        failed = np.zeros(len(items), bool)
+                    failed[i * k : (i + 1) * k] = True
                     i, tries = i + 1, 0
                     self._failed_in_a_row += 1
                     self._check_diverged()
             elif applied.n:
                 self._failed_in_a_row = 0
-        self._lease = False
         return failed
 
     def _check_diverged(self) -> None:
