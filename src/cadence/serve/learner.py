@@ -306,11 +306,14 @@ class StreamLearner:
     def _predict(self, msgs: list, batch, keep: np.ndarray) -> None:
         """Write the labelled samples into the buffer (one copy) and score them with the weights of now, in
         one forward pass (test before train); queue every sample in source order."""
-        good, labelled = batch.good[keep], batch.labelled[keep]
+        sel = np.flatnonzero(keep)
+        good, labelled = batch.good[sel], batch.labelled[sel]
         rows = np.full(len(good), -1, np.int64)
         losses, hits = np.zeros(len(good)), np.zeros(len(good))
         if labelled.any():
-            rows_l = self.buffer.put(batch.x[keep][labelled], batch.y[keep][labelled])
+            take = sel[labelled]
+            whole = len(take) == len(batch.x)  # the usual poll: every row is trained; no gather
+            rows_l = self.buffer.put(batch.x if whole else batch.x[take], batch.y if whole else batch.y[take])
             rows[labelled] = rows_l
             losses[labelled], hits[labelled] = scores = self.buffer.score(self.model, rows_l)
             served = self.store.current
