@@ -23,7 +23,7 @@ def test_replay_then_stream_from_an_earlier_run(redis_server, stream_name, tmp_p
     assert "sent 505 messages (500 samples, malformed:" in result.output
 
     run_dir = tmp_path / "live"
-    args = ["stream", url, "--from", str(trained), "--center", "4.88", "--scale", "6.02", "--idle-seconds", "0.3",
+    args = ["stream", url, "--from", str(trained), "--idle-seconds", "0.3",
             "--out", str(run_dir)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

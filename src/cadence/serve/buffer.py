@@ -15,8 +15,17 @@ from cadence.engine.strategies import Update
 class ResidentBuffer:
     """`capacity` rows of `n_features` (x) and labels (y), filled in ring order."""
 
-    def __init__(self, capacity: int, n_features: int, task: str, center: float = 0.0, scale: float = 1.0):
+    def __init__(
+        self,
+        capacity: int,
+        n_features: int,
+        task: str,
+        center: float | np.ndarray = 0.0,
+        scale: float | np.ndarray = 1.0,
+    ):
+        """`center`, `scale`: one number, or one per feature (float32: an earlier run's standardization)."""
         self.capacity, self.task, self.center, self.scale = capacity, task, center, scale
+        self._scaled = not (np.all(np.equal(center, 0.0)) and np.all(np.equal(scale, 1.0)))
         self.x = torch.zeros(capacity, n_features)
         self.y = torch.zeros(capacity, dtype=torch.int64 if task == "classification" else torch.float32)
         self._x, self._y = self.x.numpy(), self.y.numpy()  # views: writing rows costs no tensor call
@@ -35,7 +44,7 @@ class ResidentBuffer:
                 block = self._x[a:b]
                 block[...] = x[part]
                 self._y[a:b] = y[part]
-                if self.center != 0.0 or self.scale != 1.0:
+                if self._scaled:  # float32 in place: the bits of artefact.py's (x - mean) / std
                     block -= self.center
                     block /= self.scale
         self._next = (start + k) % self.capacity

@@ -29,6 +29,7 @@ from cadence.engine import checkpoint
 from cadence.errors import ConfigError, StreamError
 from cadence.metrics.streaming import Prequential
 from cadence.models import build_model
+from cadence.models.artefact import FILENAME as FINAL_MODEL
 from cadence.optim import build_optimizer, build_schedule
 from cadence.serve import state as saved
 from cadence.serve.buffer import Pending, ResidentBuffer
@@ -37,7 +38,7 @@ from cadence.serve.engines import choose_engine
 from cadence.serve.gate import Gate
 from cadence.serve.poll import PollSteps
 from cadence.serve.snapshots import DIRNAME as PUBLISHED
-from cadence.serve.snapshots import SnapshotStore, freeze
+from cadence.serve.snapshots import SnapshotStore, freeze, save_model
 from cadence.serve.snapshots import write as write_snapshot
 
 # Test hook: "PHASE:N" kills this process with SIGKILL the N-th time it reaches PHASE (read, trained,
@@ -66,6 +67,8 @@ class StreamLearner(PollSteps):
         n_features, n_classes: the message schema, when not declared in config.stream.
         store: where snapshots are published for serving (default: `<run_dir>/published`).
         allow_changes: resume a run directory whose checkpoint was written with another config.
+        center, scale: a per-feature standardization, x' = (x - center) / scale (an earlier run's, `--from`),
+            instead of the config's one number each.
 
     Raises:
         ConfigError: the schema is not declared, or the model does not fit it (before anything changes).
@@ -82,6 +85,8 @@ class StreamLearner(PollSteps):
         n_classes: int | None = None,
         store: SnapshotStore | None = None,
         allow_changes: bool = False,
+        center: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
         log: Callable[[str], None] | None = None,
     ):
         sc = config.stream
@@ -112,7 +117,9 @@ class StreamLearner(PollSteps):
         # The resident buffer the engine's updates index into: never reallocated while the engine lives.
         # The resident buffer the engine's updates index into: room for a poll, the label delay and a batch.
         capacity = sc.read_count + sc.label_delay + sc.batch_size
-        self.buffer = ResidentBuffer(capacity, self.n_features, self.task, sc.center, sc.scale)
+        self.center = sc.center if center is None else np.asarray(center, np.float32).reshape(self.n_features)
+        self.scale = sc.scale if scale is None else np.asarray(scale, np.float32).reshape(self.n_features)
+        self.buffer = ResidentBuffer(capacity, self.n_features, self.task, self.center, self.scale)
         self.metrics = Prequential(self.task, sc.window)
         self.gate = Gate(self.task, sc.window, sc.gate_tolerance)
         self.drift = DriftDetector(sc.drift)
@@ -191,6 +198,8 @@ class StreamLearner(PollSteps):
                 self._publish(force=True)
             reason = self._loop()
             self._checkpoint()
+            # The model as an artefact at every clean stop: `cadence.load(run_dir)`, `--from run_dir`.
+            save_model(self.run_dir / FINAL_MODEL, self.model, self._snapshot_meta())
             self.stopped_because = reason
             return reason
         finally:
@@ -293,8 +302,8 @@ class StreamLearner(PollSteps):
             "n_outputs": self.n_classes if self.task == "classification" else 1,
             "task": self.task,
             "class_names": list(self.sc.class_names),
-            "center": self.sc.center,
-            "scale": self.sc.scale,
+            "center": self.center.tolist() if isinstance(self.center, np.ndarray) else self.center,
+            "scale": self.scale.tolist() if isinstance(self.scale, np.ndarray) else self.scale,
             "samples": self.counts["samples_trained"],
             "metrics": {k: v for k, v in self.metrics.values().items() if np.isfinite(v)},
         }
