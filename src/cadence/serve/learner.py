@@ -114,8 +114,8 @@ class StreamLearner(PollSteps):
         self._check_model(n_out)
         self.optimizer = build_optimizer(self.model.parameters(), config.optimizer)
         self.scheduler = build_schedule(self.optimizer, config.schedule, 1, None)
-        # The resident buffer the engine's updates index into: never reallocated while the engine lives.
-        # The resident buffer the engine's updates index into: room for a poll, the label delay and a batch.
+        # The resident buffer the engine's updates index into, never reallocated while the engine lives: room
+        # for a poll, the labelled samples label_delay holds back, and a batch (unlabelled ones take no row).
         capacity = sc.read_count + sc.label_delay + sc.batch_size
         self.center = sc.center if center is None else np.asarray(center, np.float32).reshape(self.n_features)
         self.scale = sc.scale if scale is None else np.asarray(scale, np.float32).reshape(self.n_features)
