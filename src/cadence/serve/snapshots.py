@@ -14,6 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,15 @@ class Snapshot:
     model: nn.Module
     meta: dict = field(default_factory=dict)  # task, n_features, class_names, center, scale, metric, ...
 
+    @cached_property
+    def _preprocessing(self) -> tuple:
+        return preprocessing(self.meta, "center"), preprocessing(self.meta, "scale")  # once, not per request
+
     def predict(self, rows: np.ndarray) -> dict:
         """Answers for `rows` (n, n_features): labels and class probabilities, or predictions (regression).
         Every answer carries this snapshot's version."""
-        x = np.ascontiguousarray(rows, dtype=np.float32)
-        x = torch.from_numpy((x - preprocessing(self.meta, "center")) / preprocessing(self.meta, "scale"))
+        center, scale = self._preprocessing
+        x = torch.from_numpy((np.ascontiguousarray(rows, dtype=np.float32) - center) / scale)
         with torch.no_grad():
             out = self.model(x)
         if self.meta.get("task", "classification") != "classification":
