@@ -33,8 +33,8 @@ def test_replay_then_stream_from_an_earlier_run(redis_server, stream_name, tmp_p
     assert final.meta["stream"]["counts"]["samples_trained"] == 500
     records = [orjson.loads(line) for line in (run_dir / "history.jsonl").read_bytes().splitlines()]
     assert records[-1]["samples"] == 500
-    # Started from trained weights (with the same scaling: until the model artefact stores it, --center and
-    # --scale repeat the run's global standardization), it is right from the start: measured 0.972.
+    # Started from the trained model and its global standardization (the artefact's: no --center/--scale
+    # given), it is right from the start: measured 0.972.
     assert records[-1]["accuracy"] > 0.9
     assert (run_dir / "published" / "LATEST").is_file()
 
