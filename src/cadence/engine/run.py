@@ -51,6 +51,8 @@ class Run:
     engine_fallback: str | None = None  # why no faster engine ran, or None
     device: str = "cpu"  # where the model and data were (config.device resolved: auto -> cpu or cuda)
     threads: int = 1  # torch threads the run used (config.threads, or chosen from the work and the machine)
+    processes: int = 1  # data-parallel processes that trained it together (torchrun's WORLD_SIZE)
+    rank: int = 0  # this process's rank among them; rank 0 writes the run directory
 
     def __repr__(self) -> str:  # the dataclass repr holds the config, model and history: 280 KB after 1k epochs
         name = next((k for k in ("test_accuracy", "test_r2") if k in self.test_metrics), None)
@@ -108,6 +110,7 @@ class Run:
             "engine_fallback": self.engine_fallback,
             "device": self.device,
             "threads": self.threads,
+            "processes": self.processes,
             **{k: v for k, v in self.val_metrics.items()},
             **{k: v for k, v in self.test_metrics.items()},
         }
