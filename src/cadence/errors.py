@@ -43,7 +43,9 @@ class StreamError(CadenceError):
 class DistributedError(CadenceError):
     """A process of a data-parallel job failed, or another stopped answering (engine/distributed.py)."""
 
-    exit_codes: dict[int, int] | None = None  # rank -> exit code of each failed process, when torchrun reported them
+    exit_codes: dict[int, int] | None = (
+        None  # rank -> exit code of each failed process, when torchrun reported them
+    )
 
 
 ECHO_LIMIT = 200  # characters of a user's value an error message repeats

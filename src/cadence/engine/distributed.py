@@ -202,7 +202,8 @@ class Group:
                 f"process rank {self.rank} of {self.size} ({self.backend}) failed {what}: {_first_line(err)}. "
                 "Another process died or did not answer within distributed.timeout_seconds="
                 f"{self.timeout_seconds:g} (torchrun names the process that failed). Fix: see that process's "
-                "error; resume with --resume RUN_DIR, or pass --max-restarts N to restart from the last checkpoint."
+                "error; resume with --resume RUN_DIR, or pass --max-restarts N to restart from the last "
+                "checkpoint."
             ) from err
 
 
@@ -282,7 +283,9 @@ class DataParallelEngine(AutogradEngine):
         if group.device.type == "cuda":  # batch statistics over the whole batch, as one process computes them
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         with group.collective("wrapping the model in DistributedDataParallel (it sends rank 0's weights)"):
-            wrapped = DistributedDataParallel(model, device_ids=[group.device] if group.device.type == "cuda" else None)
+            wrapped = DistributedDataParallel(
+                model, device_ids=[group.device] if group.device.type == "cuda" else None
+            )
         wrapped.register_comm_hook(None, _sum_gradients)
         why = f"data-parallel over {group.size} processes: DistributedDataParallel runs on the autograd engine"
         super().__init__(wrapped, optimizer, scheduler, x, y, task, options, fallback=why)
@@ -353,7 +356,8 @@ def _failed(err) -> DistributedError:
     lines = [_describe(r, f) for r, f in failures if r != rank]
     others = f"; then {'; '.join(lines)}" if lines else ""
     error = DistributedError(
-        f"{_describe(rank, first)}{others}. Fix: see the first process's error above; resume with --resume RUN_DIR "
+        f"{_describe(rank, first)}{others}. Fix: see the first process's error above; resume with --resume "
+        "RUN_DIR "
         "(with --checkpoint-every N), or pass --max-restarts N to restart the job from its last checkpoint."
     )
     error.exit_codes = {r: f.exitcode for r, f in failures}
@@ -378,4 +382,3 @@ def restarted() -> bool:
     """Whether torchrun restarted this process after a failure (--max-restarts): it then resumes from the
     last checkpoint."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-

@@ -203,7 +203,9 @@ def train(
                     reason = cb.on_update_end(state) or reason
                     if updates[-1].epoch_end:
                         reason = cb.on_epoch_end(state) or reason
-                reason = distributed.agree(state.group, reason, state.updates)  # DDP: all stop after the same update
+                reason = distributed.agree(
+                    state.group, reason, state.updates
+                )  # DDP: all stop after the same update
         except KeyboardInterrupt:  # outside the main thread, where SIGINT cannot be caught as a flag
             reason = StopReason.INTERRUPTED
     if state.losses:  # ended between evaluations: record where it stopped (a run-end checkpoint keeps them)
@@ -332,7 +334,13 @@ def _record(state: TrainState, model: nn.Module, data: Dataset, begin: float, dr
         "lr": state.lr,
         "train_loss": float(torch.cat(losses).mean()) if losses else float("nan"),
         **evaluate(
-            model, data.x_val, data.y_val, data.task, data.n_classes, state.config.eval.batch_size, group=state.group
+            model,
+            data.x_val,
+            data.y_val,
+            data.task,
+            data.n_classes,
+            state.config.eval.batch_size,
+            group=state.group,
         ),
     }
     state.history.append(record)
@@ -357,7 +365,15 @@ def _finish(
     group = state.group
     val = evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, batch, group=group)
     test = evaluate(
-        model, data.x_test, data.y_test, data.task, data.n_classes, batch, "test_", with_confusion=True, group=group
+        model,
+        data.x_test,
+        data.y_test,
+        data.task,
+        data.n_classes,
+        batch,
+        "test_",
+        with_confusion=True,
+        group=group,
     )
     confusion = test.pop("test_confusion_matrix", None)
     reason = reason or StopReason.BUDGET

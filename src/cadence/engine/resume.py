@@ -80,7 +80,9 @@ def capture(state: TrainState, *, stop_reason: StopReason | None = None, history
         "rng": rng,
         # Under DDP every process's RNG (dropout draws differ per process), by rank; collective: every
         # process of the job calls capture at the same update.
-        "rng_ranks": state.group.gather_object(rng, "gathering RNG states for a checkpoint") if state.group else None,
+        "rng_ranks": state.group.gather_object(rng, "gathering RNG states for a checkpoint")
+        if state.group
+        else None,
         "versions": {"torch": torch.__version__},
     }
     return state.model.state_dict(), meta
