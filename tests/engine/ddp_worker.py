@@ -90,6 +90,9 @@ def _cli_with_kill() -> None:
     import cadence.engine as engine
     from cadence.cli.app import main
 
+    if "KILL_AT" not in os.environ:
+        main()
+        return
     rank, update = (int(v) for v in os.environ["KILL_AT"].split(":"))
     train = engine.train
 

@@ -17,6 +17,7 @@ import atexit
 import dataclasses
 import os
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -197,7 +198,9 @@ class Group:
         DistributedError naming this process and what it was waiting for."""
         try:
             yield
-        except dist.DistError as err:
+        except (dist.DistError, RuntimeError) as err:
+            if not isinstance(err, dist.DistError) and not _from_transport(err):
+                raise
             raise DistributedError(
                 f"process rank {self.rank} of {self.size} ({self.backend}) failed {what}: {_first_line(err)}. "
                 "Another process died or did not answer within distributed.timeout_seconds="
@@ -205,6 +208,13 @@ class Group:
                 "error; resume with --resume RUN_DIR, or pass --max-restarts N to restart from the last "
                 "checkpoint."
             ) from err
+
+
+def _from_transport(err: RuntimeError) -> bool:
+    """Whether a RuntimeError comes from the collectives' transport: gloo raises its I/O errors (a peer gone:
+    "Connection reset by peer", "Connection closed by peer") as plain RuntimeErrors, not DistErrors."""
+    text = str(err)
+    return any(word in text for word in ("gloo", "Gloo", "NCCL", "Connection", "Timed out", "timed out"))
 
 
 def _first_line(err: BaseException) -> str:
@@ -330,9 +340,10 @@ class Launch:
         return args
 
 
-def launch(settings: Launch, module_args: Sequence[str]) -> None:
-    """Run `python -m cadence <module_args>` in `settings.nproc` processes on this machine through
-    torch.distributed.run (torchrun), and wait for them.
+def launch(settings: Launch, args: Sequence[str]) -> None:
+    """Run this program again with `args` in `settings.nproc` processes on this machine through
+    torch.distributed.run (torchrun), and wait for them: `python -m cadence` (or the `cadence` script, or
+    whichever module or script is running) under torchrun, where each process joins the group by itself.
 
     Raises:
         DistributedError: a process failed (the message names its rank, exit code or signal, and the first
@@ -342,11 +353,27 @@ def launch(settings: Launch, module_args: Sequence[str]) -> None:
     from torch.distributed.run import get_args_parser, run
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes, without its banner
-    args = get_args_parser().parse_args([*settings.torchrun_args(), "--module", "cadence", *module_args])
+    # Restarts (--max-restarts): a process group sharing torchrun's rendezvous store reads the previous attempt's
+    # addresses and cannot connect ("Gloo connectFullMesh failed ... Connection refused"; pytorch#135712).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    options = get_args_parser().parse_args([*settings.torchrun_args(), *_this_program()])
+    options.training_script_args = list(args)  # not parsed: argparse would read `--nproc` as its own option
     try:
-        run(args)
+        run(options)
     except ChildFailedError as err:
         raise _failed(err) from None
+
+
+def _this_program() -> list[str]:
+    """torchrun's program arguments that start what is running now: `--module NAME` for `python -m NAME`, the
+    script for a script (the `cadence` entry point is one), `--module cadence` otherwise (python -c)."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None and spec.name:
+        return ["--module", spec.name.removesuffix(".__main__")]
+    script = sys.argv[0] if sys.argv else ""
+    return [script] if script and os.path.isfile(script) else ["--module", "cadence"]
 
 
 def _failed(err) -> DistributedError:
@@ -361,6 +388,9 @@ def _failed(err) -> DistributedError:
         "(with --checkpoint-every N), or pass --max-restarts N to restart the job from its last checkpoint."
     )
     error.exit_codes = {r: f.exitcode for r, f in failures}
+    codes = set(error.exit_codes.values())
+    code = next(iter(codes)) if len(codes) == 1 else 1
+    error.exit_code = code if 1 < code < 128 else 1  # the processes' own when they agree (2: config, 3: diverged)
     return error
 
 
@@ -374,8 +404,14 @@ def _describe(rank: int, failure) -> str:
     else:
         how = f"exited with code {code}"
     message = failure.message if isinstance(failure.message, str) else ""
-    detail = f" ({_first_line(Exception(message))})" if message and "To enable traceback" not in message else ""
+    noise = ("To enable traceback", "Signal ")  # torchrun's placeholder, and a repeat of the signal named here
+    detail = f" ({_first_line(Exception(message))})" if message and not message.startswith(noise) else ""
     return f"process rank {rank} (pid {failure.pid}) {how}{detail}"
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by torchrun (it sets WORLD_SIZE, RANK, LOCAL_RANK, ...)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
 def restarted() -> bool:

@@ -152,8 +152,12 @@ class Run:
         Raises:
             SaveError: `run_dir` is a file, or the write failed (full disk, read-only): the message names
                 the path and the free space, and `run_dir` is left as it was.
+
+        In a data-parallel job only rank 0 writes; the other processes (which hold the same run) return the path.
         """
         run_dir = Path(run_dir).absolute()
+        if self.rank != 0:
+            return run_dir
         if run_dir.exists() and not run_dir.is_dir():
             raise SaveError(f"cannot save the run to {run_dir}: it is a file. Fix: pass a folder path.")
         files = {
