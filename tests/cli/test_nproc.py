@@ -25,10 +25,10 @@ FLAGS = ["--data", "digits", "--model", "mlp:32", "--batch-size", "100", "--opti
 TIMEOUT = 20  # --dist-timeout-seconds of the killed runs
 
 
-def cadence_nproc(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+def cadence_nproc(*args: str, kill_at: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """`cadence train --nproc 2 ARGS` (tests/engine/ddp_worker.py: cadence, and KILL_AT=RANK:UPDATE kills one
     process with SIGKILL after that update, on torchrun's first attempt)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
     env.pop("KILL_AT", None)
     if kill_at:
         env["KILL_AT"] = kill_at
@@ -70,6 +70,19 @@ def test_a_killed_process_ends_the_job_within_the_timeout_naming_it(tmp_path):
     assert "error: process rank 1" in proc.stderr and "killed by SIGKILL" in proc.stderr, proc.stderr[-4000:]
     assert "--max-restarts" in proc.stderr  # the fix
     assert seconds < TIMEOUT + 60  # the timeout, plus starting 2 processes (importing torch) on a busy machine
+
+
+def test_a_hung_process_ends_the_job_after_the_timeout(tmp_path):
+    begin = time.monotonic()
+    flags = ["--out", str(tmp_path / "run"), "--dist-timeout-seconds", "5"]
+    proc = cadence_nproc(*flags, kill_at="1:7", env={"KILL_SIGNAL": "SIGSTOP"})  # stopped, not dead
+    seconds = time.monotonic() - begin
+    assert proc.returncode == 1
+    text = " ".join(proc.stderr.split())
+    assert "error: process rank 0 of 2 (gloo) failed agreeing whether to stop after update 7" in text, text[-4000:]
+    assert "did not answer within distributed.timeout_seconds=5" in text
+    # The timeout; torchrun's fixed 30 s before it SIGKILLs the stopped process; starting 2 processes.
+    assert seconds < 5 + 30 + 60
 
 
 def test_max_restarts_recovers_from_the_last_checkpoint(one_process, tmp_path):

@@ -5,7 +5,8 @@ tests/cli/test_nproc.py).
 the job by itself) and writes, from each process, what it trained and wrote. The tests run the same cases
 in one process to compare.
 `python -m tests.engine.ddp_worker train ...`: `cadence train ...`, where env KILL_AT=RANK:UPDATE kills that
-process with SIGKILL after that update, on the first attempt only (torchrun's restarts run it to the end).
+process with SIGKILL (or KILL_SIGNAL: SIGSTOP hangs it) after that update, on the first attempt only
+(torchrun's restarts run it to the end).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def parity_run(case: str, out: Path) -> dict:
 
 
 class KillAt(cadence.Callback):
-    """SIGKILL this process after update `update` if its rank is `rank`, on torchrun's first attempt only."""
+    """Signal this process (SIGKILL, or env KILL_SIGNAL) after update `update` if its rank is `rank`, on
+    torchrun's first attempt only."""
 
     def __init__(self, rank: int, update: int):
         self.rank, self.update = rank, update
@@ -83,7 +85,7 @@ class KillAt(cadence.Callback):
     def on_update_end(self, state) -> None:
         first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if first and state.updates == self.update and int(os.environ.get("RANK", "0")) == self.rank:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
 
 
 def _cli_with_kill() -> None:

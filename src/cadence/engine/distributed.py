@@ -314,6 +314,9 @@ def agree(group: Group | None, reason: StopReason | None, updates: int) -> StopR
 # --- launching with torchrun -------------------------------------------------------------------------
 
 
+SHUTDOWN_SECONDS = 5
+
+
 @dataclass(frozen=True)
 class Launch:
     """How `cadence ... --nproc N` starts its processes: torchrun's options, passed through."""
@@ -328,6 +331,10 @@ class Launch:
     def torchrun_args(self) -> list[str]:
         """torchrun's command-line options for this launch: `--standalone` on one machine."""
         args = [f"--nproc-per-node={self.nproc}", f"--max-restarts={self.max_restarts}"]
+        # After a process fails the others can do nothing useful (their collectives fail too): when torchrun
+        # itself stops (a signal, the end), it kills them SHUTDOWN_SECONDS after its SIGTERM, not 30. (When a
+        # process fails, torch's process poller waits a fixed 30 s before killing one that ignores SIGTERM.)
+        args.append(f"--shutdown-timeout={SHUTDOWN_SECONDS}")
         if self.nnodes == "1" and self.rdzv_endpoint is None:
             return ["--standalone", *args]
         args.append(f"--nnodes={self.nnodes}")
