@@ -75,6 +75,34 @@ def parity_run(case: str, out: Path) -> dict:
     }
 
 
+class StopAt(cadence.Callback):
+    """Stops the run after an update, as an interruption would (the checkpoint comes from Checkpointing)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_update_end(self, state):
+        return cadence.StopReason.INTERRUPTED if state.updates == self.at else None
+
+
+def resume_run(out: Path) -> dict:
+    """Dropout (each process draws its own masks) stopped after update 5 and resumed from its checkpoint, and the
+    same run uninterrupted: their final weights, which match only if every process's RNG came back."""
+    config = {
+        "seed": 0,
+        "model": {"spec": "mlp:32", "dropout": 0.3},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "strategy": {"name": "mini-batch", "batch_size": 50},
+        "stop": {"max_updates": 10},
+        "threads": 1,
+    }
+    whole = cadence.train(data="digits", config=config)
+    run_dir = out / "resumed"
+    cadence.train(data="digits", config=config, callbacks=[Checkpointing(run_dir), StopAt(5)])
+    resumed = cadence.train(config=config, resume_from=run_dir)
+    return {"whole": whole.model.state_dict(), "resumed": resumed.model.state_dict(), "from": resumed.history[0]}
+
+
 class KillAt(cadence.Callback):
     """Signal this process (SIGKILL, or env KILL_SIGNAL) after update `update` if its rank is `rank`, on
     torchrun's first attempt only."""
@@ -109,6 +137,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "parity":
         out = Path(sys.argv[2])
         results = {case: parity_run(case, out) for case in PARITY}
+        results["resume"] = resume_run(out)
         torch.save(results, out / f"rank{os.environ['RANK']}.pt")
     else:
         _cli_with_kill()

@@ -66,6 +66,13 @@ def test_only_rank_0_writes_checkpoints(two_processes, tmp_path):
         assert two_processes[1][case]["written"] == [], case
 
 
+def test_resume_restores_every_process_rng(two_processes):
+    for rank in (0, 1):
+        result = two_processes[rank]["resume"]
+        for name, weight in result["whole"].items():
+            assert torch.equal(result["resumed"][name], weight), (rank, name)  # same processes, same sums: bitwise
+
+
 def test_online_across_processes_is_refused_with_the_alternatives():
     config = build_config({"strategy": {"name": "online"}})
     with pytest.raises(ConfigError, match=r"online.*refused.*mini-batch.*1 process"):

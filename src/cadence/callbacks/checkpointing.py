@@ -78,6 +78,8 @@ class Checkpointing(Callback):
         # The history record made after the loop (of a partial period) is left out: a resumed run makes
         # its own when it ends, and the losses it averages are still pending in the checkpoint.
         self._save(state, run.stop_reason)
+        if state.group is not None:  # no process leaves the run (and may resume it) before rank 0 has written
+            state.group.barrier("waiting for rank 0 to write the run-end checkpoint")
 
     def _save(self, state: TrainState, stop_reason=None) -> Path | None:
         weights, meta = capture(state, stop_reason=stop_reason, history_len=self._history_len)

@@ -164,6 +164,11 @@ class Group:
             dist.broadcast(value, src=0)
         return bool(value)
 
+    def barrier(self, what: str) -> None:
+        """Wait until every process is here (rank 0 has finished writing what the others may read next)."""
+        with self.collective(what):
+            dist.barrier()
+
     def gather_object(self, obj: Any, what: str) -> list:
         """`obj` of every process, by rank (picklable objects: RNG states)."""
         out: list = [None] * self.size
