@@ -8,8 +8,9 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 # Debian packages: the Fashion-MNIST IDX files (tests train on them); chromium (the report test opens the HTML);
 # jq (a README example pipes `cadence train --json` into it; tests/test_readme.py runs it);
-# redis-server (the stream tests start their own on a free loopback port).
-SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium jq redis-server
+# redis-server (the stream tests start their own on a free loopback port);
+# postgresql (the distributed-tuning tests start their own server: initdb in a temp folder, a loopback port).
+SYSTEM_PACKAGES ?= dataset-fashion-mnist chromium jq redis-server postgresql
 STAMP := $(VENV)/.installed-$(subst =,-,$(subst <,,$(subst >,,$(TORCH))))
 
 .PHONY: demo test lint format bench system-deps clean venv

@@ -175,9 +175,14 @@ def run_block(block: Block, cwd: Path) -> None:
 
         tree = yaml.safe_load(block.text) or {}
         compare = tree.pop("compare", None)
+        tune = tree.pop("tune", None)
         build_config(tree, source=block.name)
         if compare is not None:
             build_compare_config(compare, source=block.name)
+        if tune is not None:
+            from cadence.tuning.space import build_tune_config
+
+            build_tune_config(tune, source=block.name)
     else:
         raise AssertionError(f"{block.name}: a {block.lang or 'untagged'} block needs `readme-test: file|skip`")
 

@@ -34,6 +34,8 @@ _LAZY = {
     "Strategy": "cadence.config",
     "build_config": "cadence.config",
     "load_config": "cadence.config",
+    "tune": "cadence.tuning.search",
+    "lr_range_test": "cadence.tuning.lr_range",
     "load": "cadence.models.artefact",
     "TrainedModel": "cadence.models.artefact",
     "callbacks": "cadence.callbacks",
@@ -44,6 +46,7 @@ _LAZY = {
     "optim": "cadence.optim",
     "metrics": "cadence.metrics",
     "reports": "cadence.reports",
+    "tuning": "cadence.tuning",
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
@@ -57,6 +60,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from cadence.engine.run import Run
     from cadence.engine.stopping import StopReason
     from cadence.models.artefact import TrainedModel, load
+    from cadence.tuning.lr_range import lr_range_test
+    from cadence.tuning.search import tune
 
 
 def __getattr__(name: str) -> Any:
@@ -95,7 +100,9 @@ __all__ = [
     "load",
     "load_config",
     "load_data",
+    "lr_range_test",
     "train",
     "train_ensemble",
+    "tune",
     "__version__",
 ]

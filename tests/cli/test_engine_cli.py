@@ -53,6 +53,20 @@ def test_a_diverged_run_exits_3_with_its_summary_and_the_last_good_weights(grad_
     assert all(torch.equal(saved[k], v) for k, v in start.items())
 
 
+def test_an_ensemble_with_a_diverged_member_exits_3_and_still_writes_every_summary(grad_csv, tmp_path):
+    out = tmp_path / "ens"
+    result = train(
+        *("--data", str(grad_csv), "--target", "y", "--model", "logreg", "--standardize", "none"),
+        *("--init", "normal", "--optimizer", "sgd", "--lr", "1e-30", "--epochs", "1", "--threads", "1"),
+        *("--strategy", "online", "--set", "ensemble.members=2", "--out", str(out), "--json"),
+    )
+    assert result.exit_code == DIVERGED_EXIT, result.output
+    assert "member-0" in result.stderr and "diverged" in result.stderr
+    summary = json.loads((out / "ensemble.json").read_text())
+    assert [m["stop_reason"] for m in summary["members"]] == ["diverged", "diverged"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
 def test_the_engine_is_shown_and_engine_autograd_forces_the_reference(tmp_path):
     result = train(*QUICK, "--strategy", "online", "--out", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output

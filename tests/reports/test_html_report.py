@@ -241,3 +241,6 @@ def test_report_is_self_contained_and_says_what_to_use(report):
     assert recommend(tree).headline in text
     assert "compare:\n  strategies:" in text  # the exact, rerunnable configuration
     assert f'<td>torch</td><td class="text">{tree["environment"]["libraries"]["torch"]}</td>' in text
+    every_run = text[text.index('<table id="runs"') :]
+    for run in tree["runs"]:  # each run says which engine trained it, as `cadence train` does
+        assert f"{run['engine']} ({run['device']}, {run['threads']} thread" in every_run, run["label"]

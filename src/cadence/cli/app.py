@@ -284,14 +284,22 @@ def _train_ensemble(cfg, dataset, run_dir: Path, as_json: bool, quiet: bool, out
     result.save(run_dir)
     if as_json:
         print(json.dumps({**result.summary(), "run_dir": str(run_dir)}))
-        return
-    if not quiet:
+    elif not quiet:
         title = f"Cadence: {dataset.describe()}, ensemble members"
         print_table(out_console, runs_table(result.members, title=title), output_format)
         notes = out_console if output_format == "table" else err_console
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items())
         notes.print(f"ensemble of {len(result.members)}: {metrics}", highlight=False, soft_wrap=True)
         notes.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
+    if result.diverged:  # as a single run: a diverged member is a failed run, whatever the others did
+        members = ", ".join(f"member-{i}" for i in result.diverged)
+        message = result.members[result.diverged[0]].message
+        err_console.print(
+            f"[bold red]diverged:[/] {members}: {message} Summaries and last good weights: {run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(DIVERGED_EXIT)
 
 
 # What a comparison sets for every run itself (its grid, budget and seeds): no run-config flag for these.
@@ -319,8 +327,11 @@ def _compare_settings(config_file: Path | None, overrides: dict, grid: dict):
     for key in ("strategies", "optimizers", "schedules"):
         if grid.get(key):
             tree[key] = [part.strip() for part in grid[key].split(",") if part.strip()]
-    tree.update({k: grid[k] for k in ("seeds", "goal", "goal_metric", "workers") if grid.get(k) is not None})
+    keys = ("seeds", "goal", "goal_metric", "workers", "tune_lr")
+    tree.update({k: grid[k] for k in keys if grid.get(k) is not None})
     settings = build_compare_config(tree, source=FROM_FLAGS)
+    if grid.get("lr") is not None and settings.tune_lr:
+        raise ConfigError("--tune-lr finds each configuration's lr; --lr gives one. Fix: drop one of them.")
     if grid.get("lr") is not None:  # one lr for every optimizer entry, under every strategy
         tree = settings.dump()
         tree["optimizers"] = [{**o, "lr": grid["lr"]} for o in tree["optimizers"]]
@@ -361,6 +372,9 @@ def compare(
     ] = None,
     workers: Annotated[int | None, Opt(help=with_default("worker processes", "the usable cores"))] = None,
     threads: Annotated[int | None, Opt(help=with_default("torch threads per worker", "1"))] = None,
+    tune_lr: Annotated[
+        bool, Opt("--tune-lr", help="lr range test per configuration first; its runs train at the found lr")
+    ] = False,
     out: Annotated[
         Path | None, Opt("--out", "-o", help=with_default("report directory", "runs/compare-<time>"))
     ] = None,
@@ -378,7 +392,7 @@ def compare(
     """
     grid = {"strategies": strategies, "optimizers": optimizers, "schedules": schedules, "seeds": seeds, "lr": lr}
     grid |= {"epochs": max_epochs, "samples": max_samples, "updates": max_updates, "seconds": max_seconds}
-    grid |= {"goal": goal, "goal_metric": goal_metric, "workers": workers}
+    grid |= {"goal": goal, "goal_metric": goal_metric, "workers": workers, "tune_lr": tune_lr or None}
     overrides = {**overrides, **({"threads": threads} if threads is not None else {})}
     try:
         with _warnings_to_stderr():
@@ -459,3 +473,4 @@ def main() -> None:
 
 
 from cadence.cli import stream as _stream  # noqa: E402,F401  registers stream, serve, replay
+from cadence.cli import tune as _tune  # noqa: E402,F401  registers lr-find, batch-size and tune

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from rich.console import Console
 
 from cadence.comparison.config import CompareConfig
 from cadence.comparison.environment import environment, usable_cores
-from cadence.comparison.grid import build_grid
+from cadence.comparison.grid import Job, build_grid
 from cadence.comparison.results import CompareResult
 from cadence.comparison.runner import LiveDisplay, run_jobs
 from cadence.config import RunConfig, build_config
@@ -18,6 +19,7 @@ from cadence.data.datasets import Dataset, load_data
 from cadence.engine.evaluate import metric_names
 from cadence.engine.loop import prepare
 from cadence.errors import ConfigError
+from cadence.tuning.lr_range import lr_range_test
 
 
 def compare(
@@ -67,6 +69,9 @@ def compare(
     # epochs of digits took 0.31 s with 1 thread, 6.2 s with 2).
     threads = config.threads or 1
     jobs = build_grid(config, settings, n_train, threads=threads)
+    lr_find = []
+    if settings.tune_lr:
+        jobs, lr_find = tune_lrs(jobs, probe, (console or Console(stderr=True)) if live else None)
 
     result = CompareResult(
         runs=[],
@@ -97,6 +102,7 @@ def compare(
             "compare": settings.dump(),
             "environment": environment(),
             "interrupted": False,
+            **({"lr_find": lr_find} if settings.tune_lr else {}),
         },
     )
 
@@ -119,3 +125,33 @@ def compare(
     result.meta["interrupted"] = interrupted
     result.meta["seconds"] = round(time.perf_counter() - start, 3)
     return result
+
+
+def tune_lrs(jobs: list[Job], data: Dataset, console: Console | None = None) -> tuple[list[Job], list[dict]]:
+    """Run the lr range test once per configuration (with its first seed's config) and give every run of
+    that configuration the suggested lr; where the test suggests none, the default lr stays, and its record
+    says why. Returns the new jobs and one record per configuration (LRRangeResult.to_dict() plus
+    group, label, lr_used, default_lr)."""
+    chosen: dict[int, float] = {}
+    records = []
+    for job in jobs:
+        if job.group in chosen:
+            continue
+        found = lr_range_test(None, data, job.config)
+        chosen[job.group] = found.suggestion if found.suggestion is not None else job.lr
+        records.append(
+            {
+                **found.to_dict(),
+                "group": job.group,
+                "label": job.label,
+                "lr_used": chosen[job.group],
+                "default_lr": job.lr,
+            }
+        )
+        if console is not None:
+            console.print(f"lr-find {job.label}: {found.message}", highlight=False, soft_wrap=True)
+    tuned = [
+        replace(job, lr=chosen[job.group], config=job.config.with_overrides({"optimizer.lr": chosen[job.group]}))
+        for job in jobs
+    ]
+    return tuned, records

@@ -124,6 +124,7 @@ class CompareConfig(_Model):
     goal_metric: str | None = Field(None, description="default val_accuracy (classification), val_r2 (regression)")
     evals_per_run: int = Field(20, gt=0, description="evaluations spread over each run (plus each epoch end)")
     workers: int | None = Field(None, gt=0, description="parallel worker processes; default: the usable cores")
+    tune_lr: bool = Field(False, description="run an lr range test per configuration first and train at its lr")
 
     @field_validator("optimizers", mode="before")
     @classmethod
@@ -155,6 +156,13 @@ class CompareConfig(_Model):
                 raise ValueError(f"{field} lists the same entry twice: {values}")
         if any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be >= 0; got {self.seeds}")
+        if self.tune_lr:
+            fixed = [o.name for o in self.optimizers if "lr" in o.model_fields_set]
+            if fixed:
+                raise ValueError(
+                    f"tune_lr finds each configuration's lr, but optimizers {fixed} give one. "
+                    "Fix: drop their lr (write adam, not adam:0.001), or drop tune_lr."
+                )
         return self
 
     def dump(self) -> dict:

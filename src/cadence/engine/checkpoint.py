@@ -124,7 +124,8 @@ def _write_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder (a folder's entry list: after a rename into it, the rename is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -187,9 +188,9 @@ def write(directory: str | Path, weights: dict[str, torch.Tensor], meta: dict) -
             _write_file(tmp / name, data)
         info = {"updates": meta.get("state", {}).get("updates"), "stop_reason": meta.get("stop_reason")}
         _write_file(tmp / MANIFEST, _manifest_bytes(files, info))
-        _fsync_dir(tmp)
+        _fsync(tmp)
         os.replace(tmp, final)
-        _fsync_dir(directory)
+        _fsync(directory)
     except OSError as err:
         if tmp != directory:
             shutil.rmtree(tmp, ignore_errors=True)

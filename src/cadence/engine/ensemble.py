@@ -4,6 +4,7 @@ ensemble that averages their predictions (models/ensemble.py), evaluated like a 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from cadence.config import RunConfig
 from cadence.data.datasets import Dataset
+from cadence.engine.checkpoint import TEMP, _fsync, _write_file
 from cadence.engine.evaluate import evaluate
 from cadence.engine.events import Callback
 from cadence.engine.loop import as_dataset, resolve_config, train
@@ -35,12 +37,21 @@ class EnsembleRun:
         }
 
     def save(self, run_dir: str | Path) -> Path:
-        """Each member's run in member-<i>/, and ensemble.json with the summary."""
+        """Each member's run in member-<i>/ (each saved atomically, as a run), then ensemble.json, written to a
+        temp file, fsynced and renamed into place: a crash leaves the old summary or the new, never half."""
         run_dir = Path(run_dir)
         for i, r in enumerate(self.members):
             r.save(run_dir / f"member-{i}")
-        (run_dir / "ensemble.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
+        tmp = run_dir / f"{TEMP}ensemble.json-{os.getpid()}"
+        _write_file(tmp, (json.dumps(self.summary(), indent=2) + "\n").encode())
+        os.replace(tmp, run_dir / "ensemble.json")
+        _fsync(run_dir)
         return run_dir
+
+    @property
+    def diverged(self) -> list[int]:
+        """The members whose run stopped `diverged` (their last good weights are in the ensemble)."""
+        return [i for i, r in enumerate(self.members) if r.stop_reason == "diverged"]
 
 
 def train_ensemble(

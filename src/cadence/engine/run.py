@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from cadence.config import RunConfig
-from cadence.engine.checkpoint import TEMP, _fsync_dir, _write_file
+from cadence.engine.checkpoint import TEMP, _fsync, _write_file
 from cadence.engine.stopping import StopReason
 from cadence.errors import SaveError
 from cadence.models import artefact
@@ -175,8 +175,8 @@ class Run:
             for name, data in files.items():
                 _write_file(tmp / name, data)
             artefact.save(tmp / artefact.FILENAME, self.model, self.config, self.inputs)
-            _fsync_file(tmp / artefact.FILENAME)
-            _fsync_dir(tmp)
+            _fsync(tmp / artefact.FILENAME)
+            _fsync(tmp)
         except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error
             shutil.rmtree(tmp, ignore_errors=True)
             weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
@@ -197,15 +197,7 @@ class Run:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, run_dir)
-        _fsync_dir(run_dir.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        _fsync(run_dir.parent)
 
 
 def _save_error(run_dir: Path, err: Exception, needed: int) -> SaveError:

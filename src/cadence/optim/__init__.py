@@ -2,6 +2,14 @@
 
 from cadence.optim.factories import build_optimizer
 from cadence.optim.penalties import penalized_parameters, penalty
-from cadence.optim.schedules import Schedule, build_schedule, time_factor
+from cadence.optim.schedules import ExponentialRamp, Schedule, build_schedule, time_factor
 
-__all__ = ["Schedule", "build_optimizer", "build_schedule", "penalized_parameters", "penalty", "time_factor"]
+__all__ = [
+    "ExponentialRamp",
+    "Schedule",
+    "build_optimizer",
+    "build_schedule",
+    "penalized_parameters",
+    "penalty",
+    "time_factor",
+]

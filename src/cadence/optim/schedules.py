@@ -248,3 +248,47 @@ def horizon_warnings(config: ScheduleConfig, updates_per_epoch: int, budget_upda
         f"{effect}. Fix: set schedule.{field} <= {left}"
         + (" (or leave T_max unset: it defaults to the budget)." if field == "T_max" else ", or raise the budget.")
     ]
+
+
+class ExponentialRamp:
+    """The learning-rate range test's ramp: lr_t = lr_min * (lr_max / lr_min) ** (t / (n - 1)), t = 0..n-1.
+
+    Set on every param group through `param_groups[i]["lr"]` (torch's interface for changing an lr), stepped
+    once per applied update like any schedule. Each lr is the closed form of t, never a running product of
+    per-step factors, so every step, the first included, multiplies the lr by the same ratio (Lightning's
+    finder stepped its first update unevenly, Lightning PR 21931); lr_0 is lr_min and lr_{n-1} is lr_max
+    exactly. It holds no state beyond t, and it is not a torch LRScheduler on purpose: those write
+    `initial_lr` into the param groups, which would leave a trace on an optimizer that the test must hand
+    back untouched.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, n: int):
+        if not (0 < lr_min < lr_max and math.isfinite(lr_max)):
+            raise ConfigError(
+                f"the lr range must satisfy 0 < lr_min < lr_max; got lr_min={lr_min}, lr_max={lr_max}. "
+                "Fix: e.g. lr_min=1e-7, lr_max=10."
+            )
+        if n < 2:
+            raise ConfigError(f"the lr ramp needs at least 2 updates; got {n}. Fix: e.g. 100 updates.")
+        self.optimizer, self.lr_min, self.lr_max, self.n = optimizer, lr_min, lr_max, n
+        self.t = 0
+        self._apply()
+
+    def lr(self, t: int) -> float:
+        """The lr of update t (0-based)."""
+        if t <= 0:
+            return self.lr_min
+        if t >= self.n - 1:
+            return self.lr_max
+        return self.lr_min * (self.lr_max / self.lr_min) ** (t / (self.n - 1))
+
+    def step(self, n: int = 1) -> None:
+        self.t += n
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr(self.t)

@@ -6,10 +6,12 @@ function of the `Page`; a new section (tuning, ...) is one function added to SEC
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 from cadence.comparison.config import dump_compare_file
 from cadence.reports.recommend import Recommendation, recommend
@@ -66,6 +68,17 @@ class Page:
 def _img(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f"data:image/png;base64,{data}"
+
+
+def _size(path: Path) -> str:
+    """`width="W" height="H"` from the PNG header (its IHDR chunk: bytes 16-24), so the browser lays the page
+    out at its final size before any image is decoded: nothing moves when the plots arrive."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return ""
+    width, height = struct.unpack(">II", head[16:24])
+    return f'width="{width}" height="{height}"'
 
 
 def _values(text: str) -> str:
@@ -125,7 +138,7 @@ def _runs_table(result: dict) -> str:
     metric = result["metric"]
     cols = ("seed", metric, "test_loss", "updates", "samples_seen", "seconds", "samples_per_s", "goal_seconds")
     head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in ("configuration", *cols))
-    head += '<th class="text">stop reason</th>'
+    head += '<th class="text">engine</th><th class="text">stop reason</th>'
     body = []
     for run in result["runs"]:
         cells = []
@@ -135,11 +148,24 @@ def _runs_table(result: dict) -> str:
         reason = run.get("stop_reason", "")
         if run.get("error"):
             reason += f": {run['error']}"
+        engine = _engine(run)
         body.append(
             f"<tr><td>{escape(run['label'])}</td>{''.join(f'<td>{c}</td>' for c in cells)}"
+            f'<td class="text"{f" title={quoteattr(engine[1])}" if engine[1] else ""}>{escape(engine[0])}</td>'
             f'<td class="text">{escape(reason)}</td></tr>'
         )
     return f'<table id="runs" class="results"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _engine(run: dict) -> tuple[str, str]:
+    """("c-kernel (cpu, 1 thread)", why no faster engine ran or ""): what trained the run, as the CLI says it."""
+    if not run.get("engine"):  # a result saved before runs recorded their engine
+        return "–", ""
+    threads = run.get("threads")
+    where = ", ".join(
+        x for x in (run.get("device"), f"{threads} thread{'s' * (threads != 1)}" if threads else None) if x
+    )
+    return f"{run['engine']} ({where})" if where else run["engine"], run.get("engine_fallback") or ""
 
 
 FIGURES = {
@@ -176,11 +202,20 @@ one evaluation interval. Interrupted or failed runs are left out of the statisti
 
 def plots_section(page: Page) -> str:
     figures = "".join(
-        f'<figure><img src="{_img(path)}" data-plot="{escape(name)}" alt="{escape(FIGURES.get(name, name))}">'
+        f'<figure><img src="{_img(path)}" {_size(path)} decoding="sync" data-plot="{escape(name)}" '
+        f'alt="{escape(FIGURES.get(name, name))}">'
         f"<figcaption>{escape(FIGURES.get(name, name))}</figcaption></figure>"
         for name, path in page.plots.items()
     )
     return f'<section id="plots"><h2>Plots</h2>{figures}</section>'
+
+
+def tuning_section(page: Page) -> str:
+    """The lr range test of each configuration (`cadence compare --tune-lr`, issue 13), or "". Drawn by
+    reports/tuning.py, which also builds the page of `cadence tune`."""
+    from cadence.reports.tuning import tuning_html
+
+    return tuning_html(page.result)
 
 
 def runs_section(page: Page) -> str:
@@ -215,6 +250,7 @@ SECTIONS: tuple[Callable[[Page], str], ...] = (
     recommendation_section,
     results_section,
     plots_section,
+    tuning_section,
     runs_section,
     configuration_section,
     machine_section,
