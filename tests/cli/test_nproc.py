@@ -49,7 +49,7 @@ def assert_weights_close(run_dir: Path, reference: dict[str, torch.Tensor]) -> N
     weights = load_file(run_dir / "model.safetensors")
     assert weights.keys() == reference.keys()
     for name, value in reference.items():
-        # float32, summed in another order: weights near 0 differ by rounding (tests/engine/test_distributed.py)
+        # float32, summed in another order: weights near 0 differ by rounding (tests/engine/test_data_parallel.py)
         torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-7, msg=name)
 
 

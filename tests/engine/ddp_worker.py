@@ -1,4 +1,4 @@
-"""Programs the data-parallel tests start under torchrun (tests/engine/test_distributed.py,
+"""Programs the data-parallel tests start under torchrun (tests/engine/test_data_parallel.py,
 tests/cli/test_nproc.py).
 
 `python ddp_worker.py parity OUT`: trains each PARITY case through cadence.train() (in every process it joins
