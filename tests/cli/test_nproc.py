@@ -19,6 +19,9 @@ from typer.testing import CliRunner
 from cadence.cli.app import app
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "engine"))
+from ddp_worker import run_job  # noqa: E402
+
 # One run, small: 2 epochs of digits at global batch 100 (13 updates an epoch), Adam with a cosine schedule.
 FLAGS = ["--data", "digits", "--model", "mlp:32", "--batch-size", "100", "--optimizer", "adam", "--lr", "0.01",
          "--schedule", "cosine", "--max-updates", "26", "--seed", "0", "--threads", "1", "--quiet"]  # fmt: skip
@@ -33,7 +36,7 @@ def cadence_nproc(*args: str, kill_at: str | None = None, env: dict | None = Non
     if kill_at:
         env["KILL_AT"] = kill_at
     command = [sys.executable, "-m", "tests.engine.ddp_worker", "train", "--nproc", "2", *FLAGS, *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return run_job(command, env, timeout=300, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +49,13 @@ PARITY = {
         strategy={"name": "mini-batch", "batch_size": 99, "accumulate": 3},
         schedule={"name": "cosine", "warmup_updates": 3, "T_max": 13},
         stop={"max_updates": 16},
+    ),
+    # 1257 = 157 * 8 + 1: the epoch's last batch holds one sample, and rank 1's slice of it is empty.
+    "one-sample-tail": dict(
+        dtype="float64",
+        strategy={"name": "mini-batch", "batch_size": 8},
+        schedule={"name": "cosine"},
+        stop={"max_updates": 159},
     ),
 }
 
@@ -131,6 +139,27 @@ def _cli_with_kill() -> None:
 
     engine.train = train_and_kill  # cadence train imports engine.train when it runs
     main()
+
+
+def run_job(command: list[str], env: dict, timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a torchrun job in its own session; on a timeout kill all of it (the processes torchrun started too,
+    which outlive a killed torchrun), then fail."""
+    with subprocess.Popen(
+        command,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise AssertionError(f"{command[3:6]} ran past {timeout} s:\n{err[-4000:]}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ only rank 0 writes, and the settings that cannot be split across processes are r
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from cadence.engine.strategies import Update
 from cadence.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ddp_worker import PARITY, parity_run  # noqa: E402
+from ddp_worker import PARITY, parity_run, run_job  # noqa: E402
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -25,13 +24,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 def torchrun(*args: str, nproc: int = 2, timeout: float = 300, env: dict | None = None):
     """`torchrun --standalone --nproc-per-node N ARGS`, one thread per process."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(
-        command,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_job(command, {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout)
 
 
 @pytest.fixture(scope="module")
