@@ -361,6 +361,7 @@ def launch(settings: Launch, args: Sequence[str]) -> None:
         DistributedError: a process failed (the message names its rank, exit code or signal, and the first
             line of its error); `exit_codes` on the error holds each failed rank's exit code.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -374,6 +375,15 @@ def launch(settings: Launch, args: Sequence[str]) -> None:
         run(options)
     except ChildFailedError as err:
         raise _failed(err) from None
+    except SignalException as err:  # torchrun got SIGINT/SIGTERM and passed it on to every process
+        name = signal.Signals(err.sigval).name
+        error = DistributedError(
+            f"interrupted by {name}: every process was given {name}, to finish its update and write a checkpoint "
+            f"(with --checkpoint-every/--checkpoint-seconds) within {SHUTDOWN_SECONDS} s. Fix: continue with "
+            "--resume RUN_DIR."
+        )
+        error.exit_code = 130
+        raise error from None
 
 
 def _this_program() -> list[str]:
