@@ -203,9 +203,8 @@ def train(
                     reason = cb.on_update_end(state) or reason
                     if updates[-1].epoch_end:
                         reason = cb.on_epoch_end(state) or reason
-                reason = distributed.agree(
-                    state.group, reason, state.updates
-                )  # DDP: all stop after the same update
+                # DDP: one process's reason (its clock, a signal) stops all of them after the same update
+                reason = distributed.agree(state.group, reason, state.updates)
         except KeyboardInterrupt:  # outside the main thread, where SIGINT cannot be caught as a flag
             reason = StopReason.INTERRUPTED
     if state.losses:  # ended between evaluations: record where it stopped (a run-end checkpoint keeps them)

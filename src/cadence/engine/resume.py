@@ -29,7 +29,7 @@ from cadence.errors import CheckpointError, ConfigError
 
 # TrainState fields that are objects with their own state, handled one by one below.
 _OBJECTS = {"config", "model", "optimizer", "scheduler", "stopping", "losses", "checkpoint_dir", "stop_reason"}
-_OBJECTS |= {"group"}
+_OBJECTS |= {"group"}  # a data-parallel job's process group: the job's, never a checkpoint's
 
 
 def config_sha256(config: RunConfig) -> str:
