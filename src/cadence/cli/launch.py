@@ -46,8 +46,8 @@ def options(
         )
         if extra and not _under_torchrun():
             raise ConfigError(
-                f"{', '.join(extra)} set(s) up a data-parallel job, which --nproc starts. Fix: add --nproc N "
-                "(processes on this machine)."
+                f"{', '.join(extra)}: option(s) of a data-parallel job, which --nproc starts. Fix: add --nproc N "
+                "(processes on this machine), or drop them."
             )
         return None
     if _under_torchrun():
