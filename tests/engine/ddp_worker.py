@@ -23,6 +23,7 @@ from torch import nn
 
 import cadence
 from cadence.callbacks import Checkpointing
+from cadence.callbacks.loggers import CSVLogger
 from cadence.config import DataConfig
 from cadence.data.datasets import load_data
 
@@ -71,8 +72,11 @@ def parity_run(case: str, out: Path) -> dict:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).to(dtype)
     saver = Checkpointing(out / f"{case}-checkpoints", every_updates=5, keep=10)
+    rank = os.environ.get("RANK", "0")
+    logger = CSVLogger(out / f"{case}-metrics-rank{rank}.csv")  # each process its own path: who wrote?
     config = {"seed": 0, "optimizer": {"name": "adam", "lr": 0.01}, **spec}
-    run = cadence.train(model, data, config, callbacks=[saver], threads=1)
+    run = cadence.train(model, data, config, callbacks=[saver, logger], threads=1)
+    run.save(out / f"{case}-run-rank{rank}")
     return {
         "weights": {k: v.detach().clone() for k, v in run.model.state_dict().items()},
         "written": [p.name for p in saver.written],

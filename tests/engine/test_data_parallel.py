@@ -29,11 +29,11 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 300, env: dict | None 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    """Every PARITY case trained by 2 processes (one torchrun job): {rank: {case: result}}."""
+    """Every PARITY case trained by 2 processes (one torchrun job): ({rank: {case: result}}, their folder)."""
     out = tmp_path_factory.mktemp("ddp")
     proc = torchrun(str(WORKER), "parity", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {rank: torch.load(out / f"rank{rank}.pt") for rank in (0, 1)}
+    return {rank: torch.load(out / f"rank{rank}.pt") for rank in (0, 1)}, out
 
 
 @pytest.mark.parametrize("case", list(PARITY))
@@ -41,7 +41,7 @@ def test_two_processes_end_with_the_weights_of_one(two_processes, case, tmp_path
     one = parity_run(case, tmp_path)
     assert one["processes"] == 1
     for rank in (0, 1):
-        two = two_processes[rank][case]
+        two = two_processes[0][rank][case]
         assert two["processes"] == 2
         # Not bitwise: each update's gradient is summed in another order. float32 weights near 0 move by its
         # rounding of the others (measured: 5.6e-8 at most, mini-batch); float64 cases agree to 1e-13.
@@ -53,15 +53,20 @@ def test_two_processes_end_with_the_weights_of_one(two_processes, case, tmp_path
         assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
 
 
-def test_only_rank_0_writes_checkpoints(two_processes, tmp_path):
+def test_only_rank_0_writes_checkpoints_logs_and_the_run(two_processes):
+    results, out = two_processes
     for case in PARITY:
-        assert len(two_processes[0][case]["written"]) >= 3, case  # every 5 updates, and at the end
-        assert two_processes[1][case]["written"] == [], case
+        assert len(results[0][case]["written"]) >= 3, case  # every 5 updates, and at the end
+        assert results[1][case]["written"] == [], case
+        assert (out / f"{case}-metrics-rank0.csv").is_file() and (
+            out / f"{case}-run-rank0" / "summary.json"
+        ).is_file()
+        assert not (out / f"{case}-metrics-rank1.csv").exists() and not (out / f"{case}-run-rank1").exists()
 
 
 def test_resume_restores_every_process_rng(two_processes):
     for rank in (0, 1):
-        result = two_processes[rank]["resume"]
+        result = two_processes[0][rank]["resume"]
         for name, weight in result["whole"].items():
             assert torch.equal(result["resumed"][name], weight), (rank, name)  # same processes, same sums: bitwise
 
