@@ -1,7 +1,7 @@
 """Data-parallel training on torchrun and DistributedDataParallel: joining the process group, the DDP-wrapped
 autograd engine, each process's slice of every update, and the few agreements (when to stop, evaluation, RNG
-in checkpoints) that keep the processes in step. torchrun starts and restarts the processes (`launch`), DDP
-all-reduces the gradients; nothing here is a launcher or a collective of our own.
+in checkpoints) that keep the processes in step. torchrun starts and restarts the processes (cli/launch.py),
+DDP all-reduces the gradients; nothing here is a launcher or a collective of our own.
 
 How one update is computed by W processes: the strategy yields the same updates in every process (the order
 of epoch e depends only on (seed, e)); each process takes its slice of every chunk (`Group.shard`); the loss
@@ -16,8 +16,6 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import os
-import signal
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -314,129 +312,3 @@ class DataParallelEngine(AutogradEngine):
 def agree(group: Group | None, reason: StopReason | None, updates: int) -> StopReason | None:
     """`reason`, agreed by every process of `group` (itself for one process)."""
     return reason if group is None else group.agree(reason, updates)
-
-
-# --- launching with torchrun -------------------------------------------------------------------------
-
-
-SHUTDOWN_SECONDS = 5
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How `cadence ... --nproc N` starts its processes: torchrun's options, passed through."""
-
-    nproc: int
-    nnodes: str = "1"
-    node_rank: int | None = None
-    rdzv_endpoint: str | None = None
-    rdzv_id: str | None = None
-    max_restarts: int = 0
-
-    def torchrun_args(self) -> list[str]:
-        """torchrun's command-line options for this launch: `--standalone` on one machine."""
-        args = [f"--nproc-per-node={self.nproc}", f"--max-restarts={self.max_restarts}"]
-        # After a process fails the others can do nothing useful (their collectives fail too): when torchrun
-        # itself stops (a signal, the end), it kills them SHUTDOWN_SECONDS after its SIGTERM, not 30. (When a
-        # process fails, torch's process poller waits a fixed 30 s before killing one that ignores SIGTERM.)
-        args.append(f"--shutdown-timeout={SHUTDOWN_SECONDS}")
-        if self.nnodes == "1" and self.rdzv_endpoint is None:
-            return ["--standalone", *args]
-        args.append(f"--nnodes={self.nnodes}")
-        if self.node_rank is not None:
-            args.append(f"--node-rank={self.node_rank}")
-        if self.rdzv_endpoint is not None:
-            args += ["--rdzv-backend=c10d", f"--rdzv-endpoint={self.rdzv_endpoint}"]
-        if self.rdzv_id is not None:
-            args.append(f"--rdzv-id={self.rdzv_id}")
-        return args
-
-
-def launch(settings: Launch, args: Sequence[str]) -> None:
-    """Run this program again with `args` in `settings.nproc` processes on this machine through
-    torch.distributed.run (torchrun), and wait for them: `python -m cadence` (or the `cadence` script, or
-    whichever module or script is running) under torchrun, where each process joins the group by itself.
-
-    Raises:
-        DistributedError: a process failed (the message names its rank, exit code or signal, and the first
-            line of its error); `exit_codes` on the error holds each failed rank's exit code.
-    """
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes, without its banner
-    # Restarts (--max-restarts): a process group sharing torchrun's rendezvous store reads the previous attempt's
-    # addresses and cannot connect ("Gloo connectFullMesh failed ... Connection refused"; pytorch#135712).
-    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    options = get_args_parser().parse_args([*settings.torchrun_args(), *_this_program()])
-    options.training_script_args = list(args)  # not parsed: argparse would read `--nproc` as its own option
-    try:
-        run(options)
-    except ChildFailedError as err:
-        raise _failed(err) from None
-    except SignalException as err:  # torchrun got SIGINT/SIGTERM and passed it on to every process
-        name = signal.Signals(err.sigval).name
-        error = DistributedError(
-            f"interrupted by {name}: every process was given {name}, to finish its update and write a checkpoint "
-            f"(with --checkpoint-every/--checkpoint-seconds) within {SHUTDOWN_SECONDS} s. Fix: continue with "
-            "--resume RUN_DIR."
-        )
-        error.exit_code = 130
-        raise error from None
-
-
-def _this_program() -> list[str]:
-    """torchrun's program arguments that start what is running now: `--module NAME` for `python -m NAME`, the
-    script for a script (the `cadence` entry point is one), `--module cadence` otherwise (python -c)."""
-    import __main__
-
-    spec = getattr(__main__, "__spec__", None)
-    if spec is not None and spec.name:
-        return ["--module", spec.name.removesuffix(".__main__")]
-    script = sys.argv[0] if sys.argv else ""
-    return [script] if script and os.path.isfile(script) else ["--module", "cadence"]
-
-
-def _failed(err) -> DistributedError:
-    """One DistributedError for torchrun's ChildFailedError: the first process that failed, then the others."""
-    rank, first = err.get_first_failure()
-    failures = sorted(err.failures.items())
-    lines = [_describe(r, f) for r, f in failures if r != rank]
-    others = f"; then {'; '.join(lines)}" if lines else ""
-    error = DistributedError(
-        f"{_describe(rank, first)}{others}. Fix: see the first process's error above; resume with --resume "
-        "RUN_DIR "
-        "(with --checkpoint-every N), or pass --max-restarts N to restart the job from its last checkpoint."
-    )
-    error.exit_codes = {r: f.exitcode for r, f in failures}
-    codes = set(error.exit_codes.values())
-    code = next(iter(codes)) if len(codes) == 1 else 1
-    error.exit_code = code if 1 < code < 128 else 1  # the processes' own when they agree (2: config, 3: diverged)
-    return error
-
-
-def _describe(rank: int, failure) -> str:
-    code = failure.exitcode
-    if code < 0:
-        try:
-            how = f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"was killed by signal {-code}"
-    else:
-        how = f"exited with code {code}"
-    message = failure.message if isinstance(failure.message, str) else ""
-    noise = ("To enable traceback", "Signal ")  # torchrun's placeholder, and a repeat of the signal named here
-    detail = f" ({_first_line(Exception(message))})" if message and not message.startswith(noise) else ""
-    return f"process rank {rank} (pid {failure.pid}) {how}{detail}"
-
-
-def under_torchrun() -> bool:
-    """Whether this process was started by torchrun (it sets WORLD_SIZE, RANK, LOCAL_RANK, ...)."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
-def restarted() -> bool:
-    """Whether torchrun restarted this process after a failure (--max-restarts): it then resumes from the
-    last checkpoint."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
