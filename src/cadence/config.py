@@ -377,6 +377,21 @@ class EnsembleConfig(_Model):
     members: int = Field(1, gt=0, description="train K members with seeds seed..seed+K-1; average them")
 
 
+class DistributedConfig(_Model):
+    """Data-parallel training in processes started by torchrun (`cadence train --nproc N`; engine/distributed.py).
+    Read only where WORLD_SIZE > 1; the number of processes is torchrun's, not a run setting."""
+
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend: auto is nccl on cuda, gloo on cpu"
+    )
+    timeout_seconds: float = Field(
+        300.0,
+        gt=0.0,
+        description="how long a process waits for the others (joining, each all-reduce) before the job fails "
+        "naming it: a dead or stuck process never hangs the job",
+    )
+
+
 class RunConfig(_Model):
     """One training run: data, model, strategy, optimizer, schedule, stop rules."""
 
@@ -403,6 +418,7 @@ class RunConfig(_Model):
     ensemble: EnsembleConfig = EnsembleConfig()
     stream: StreamConfig = StreamConfig()
     threads: int | None = Field(None, gt=0, description="torch threads; default chosen per strategy")
+    distributed: DistributedConfig = DistributedConfig()
 
     @model_validator(mode="after")
     def _default_lr(self) -> RunConfig:
