@@ -350,7 +350,9 @@ class StreamConfig(_Model):
     )
     label_delay: int = Field(0, ge=0, description="train each sample only after this many later ones arrived")
     window: int = Field(1000, gt=0, description="samples in the sliding-window metrics")
-    checkpoint_every_samples: int | None = Field(5000, gt=0, description="checkpoint (then ack) every N samples")
+    checkpoint_every_samples: int | None = Field(
+        50_000, gt=0, description="checkpoint (then ack) every N samples (or checkpoint_seconds, when sooner)"
+    )
     checkpoint_seconds: float | None = Field(5.0, gt=0.0, description="checkpoint (then ack) every S seconds")
     keep_checkpoints: int = Field(3, gt=0, description="checkpoints kept in the run directory")
     publish_seconds: float | None = Field(1.0, gt=0.0, description="publish a snapshot to serving this often")
