@@ -465,7 +465,8 @@ class RunConfig(_Model):
                     )
                 node = node[part]
             node[leaf] = value
-        if "lr" not in self.optimizer.model_fields_set and "optimizer.lr" not in overrides:
+        unset = "lr" not in self.optimizer.model_fields_set and "optimizer.lr" not in overrides
+        if unset and isinstance(tree.get("optimizer"), dict):  # (`optimizer=None` is build_config's to refuse)
             tree["optimizer"]["lr"] = None  # a default lr follows a new strategy or optimizer
         return build_config(tree, source=source)
 
