@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cadence.config import RunConfig, build_config, load_config
@@ -59,6 +59,8 @@ def test_any_config_tree_builds_or_raises_config_error_naming_the_key(tree):
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(st.dictionaries(st.text(alphabet="abcdefghilmnoprstuz._", min_size=1, max_size=24), SCALARS, max_size=4))
+@example({"optimizer": None})  # a section replaced by a scalar, once a TypeError (the default-lr reset)
+@example({"strategy": 3, "optimizer.name": "sgd"})
 def test_any_dotted_override_applies_or_raises_config_error(overrides):
     try:
         config = RunConfig().with_overrides(overrides)

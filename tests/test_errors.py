@@ -289,6 +289,15 @@ CASES = [
     Case("CLI", "--engine gpu", _cli("--engine", "gpu"), "exit 2", r"'--engine'.*'gpu' is not one of 'auto'"),
     Case("CLI", "--out a file", _out_a_file, "exit 2", r"--out .*f is a file, not a folder"),
     Case("CLI", "--out of another run", _out_another_run, "exit 2", r"holds another run .*--overwrite"),
+    # data parallel (issue 14): refused before any process starts
+    Case("CLI", "--nproc 2 --strategy online", _cli("--nproc", "2", "--strategy", "online"),
+         "exit 2", r"strategy 'online' trains one sample per update.*refused\. Fix: use mini-batch"),
+    Case("CLI", "--nproc 2 --batch-size 1", _cli("--nproc", "2", "--batch-size", "1"),
+         "exit 2", r"batch_size=1 is smaller than the 2 processes"),
+    Case("CLI", "--nproc 2 --max-restarts 1 without checkpoints", _cli("--nproc", "2", "--max-restarts", "1"),
+         "exit 2", r"--max-restarts 1 restarts the job from its last checkpoint, and this run writes none"),
+    Case("CLI", "--max-restarts without --nproc", _cli("--max-restarts", "1"),
+         "exit 2", r"--max-restarts: option\(s\) of a data-parallel job, which --nproc starts\. Fix: add --nproc"),
     # model specs (issue 10): one line each, before anything is built
     Case("CLI", "--model os:system", _cli("--model", "os:system"),
          "exit 2", r"failed when called as os\.system\(input_shape=\(64,\), n_outputs=10\): TypeError"),

@@ -350,7 +350,9 @@ class StreamConfig(_Model):
     )
     label_delay: int = Field(0, ge=0, description="train each sample only after this many later ones arrived")
     window: int = Field(1000, gt=0, description="samples in the sliding-window metrics")
-    checkpoint_every_samples: int | None = Field(5000, gt=0, description="checkpoint (then ack) every N samples")
+    checkpoint_every_samples: int | None = Field(
+        50_000, gt=0, description="checkpoint (then ack) every N samples (or checkpoint_seconds, when sooner)"
+    )
     checkpoint_seconds: float | None = Field(5.0, gt=0.0, description="checkpoint (then ack) every S seconds")
     keep_checkpoints: int = Field(3, gt=0, description="checkpoints kept in the run directory")
     publish_seconds: float | None = Field(1.0, gt=0.0, description="publish a snapshot to serving this often")
@@ -373,6 +375,21 @@ class EnsembleConfig(_Model):
     """K members trained with seeds seed, seed+1, ...; predictions averaged (engine/ensemble.py)."""
 
     members: int = Field(1, gt=0, description="train K members with seeds seed..seed+K-1; average them")
+
+
+class DistributedConfig(_Model):
+    """Data-parallel training in processes started by torchrun (`cadence train --nproc N`; engine/distributed.py).
+    Read only where WORLD_SIZE > 1; the number of processes is torchrun's, not a run setting."""
+
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend: auto is nccl on cuda, gloo on cpu"
+    )
+    timeout_seconds: float = Field(
+        300.0,
+        gt=0.0,
+        description="how long a process waits for the others (joining, each all-reduce) before the job fails "
+        "naming it: a dead or stuck process never hangs the job",
+    )
 
 
 class RunConfig(_Model):
@@ -401,6 +418,7 @@ class RunConfig(_Model):
     ensemble: EnsembleConfig = EnsembleConfig()
     stream: StreamConfig = StreamConfig()
     threads: int | None = Field(None, gt=0, description="torch threads; default chosen per strategy")
+    distributed: DistributedConfig = DistributedConfig()
 
     @model_validator(mode="after")
     def _default_lr(self) -> RunConfig:
@@ -447,7 +465,8 @@ class RunConfig(_Model):
                     )
                 node = node[part]
             node[leaf] = value
-        if "lr" not in self.optimizer.model_fields_set and "optimizer.lr" not in overrides:
+        unset = "lr" not in self.optimizer.model_fields_set and "optimizer.lr" not in overrides
+        if unset and isinstance(tree.get("optimizer"), dict):  # (`optimizer=None` is build_config's to refuse)
             tree["optimizer"]["lr"] = None  # a default lr follows a new strategy or optimizer
         return build_config(tree, source=source)
 

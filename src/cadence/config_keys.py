@@ -18,7 +18,13 @@ from pydantic.fields import FieldInfo
 
 from cadence.config import RunConfig
 
-_PREFIXES = {"schedule.plateau": "plateau_", "eval": "eval_", "stream": "stream_", "stream.drift": "drift_"}
+_PREFIXES = {
+    "schedule.plateau": "plateau_",
+    "eval": "eval_",
+    "stream": "stream_",
+    "stream.drift": "drift_",
+    "distributed": "dist_",
+}
 _NAMES = {
     "model.spec": "model",
     "schedule.per": "schedule_per",

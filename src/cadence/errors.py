@@ -40,6 +40,14 @@ class StreamError(CadenceError):
     """A stream could not be read or acknowledged."""
 
 
+class DistributedError(CadenceError):
+    """A process of a data-parallel job failed, or another stopped answering (engine/distributed.py)."""
+
+    exit_codes: dict[int, int] | None = (
+        None  # rank -> exit code of each failed process, when torchrun reported them
+    )
+
+
 ECHO_LIMIT = 200  # characters of a user's value an error message repeats
 
 

@@ -23,7 +23,7 @@ def test_replay_then_stream_from_an_earlier_run(redis_server, stream_name, tmp_p
     assert "sent 505 messages (500 samples, malformed:" in result.output
 
     run_dir = tmp_path / "live"
-    args = ["stream", url, "--from", str(trained), "--center", "4.88", "--scale", "6.02", "--idle-seconds", "0.3",
+    args = ["stream", url, "--from", str(trained), "--idle-seconds", "0.3",
             "--out", str(run_dir)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -33,8 +33,8 @@ def test_replay_then_stream_from_an_earlier_run(redis_server, stream_name, tmp_p
     assert final.meta["stream"]["counts"]["samples_trained"] == 500
     records = [orjson.loads(line) for line in (run_dir / "history.jsonl").read_bytes().splitlines()]
     assert records[-1]["samples"] == 500
-    # Started from trained weights (with the same scaling: until the model artefact stores it, --center and
-    # --scale repeat the run's global standardization), it is right from the start: measured 0.972.
+    # Started from the trained model and its global standardization (the artefact's: no --center/--scale
+    # given), it is right from the start: measured 0.972.
     assert records[-1]["accuracy"] > 0.9
     assert (run_dir / "published" / "LATEST").is_file()
 

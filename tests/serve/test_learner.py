@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import orjson
 import pytest
+import torch
 
 from cadence.config import build_config
 from cadence.data.streams import JsonlSource
@@ -271,3 +272,24 @@ def test_a_model_that_diverged_stops_the_learner_instead_of_dead_lettering_the_s
         learner.run()
     assert learner.counts["dead_letters"] == 10
     assert redis_server.client().xpending(stream_name, "cadence")["pending"] > 0  # the rest wait for a fix
+
+
+def test_predict_only_messages_between_delayed_labels_change_no_weight(tmp_path, digits_raw):
+    # With a label delay, labelled samples wait in the resident buffer while predict-only ones pass by:
+    # hundreds of those (far more than its 8 + 3 + 1 rows) must not overwrite a waiting sample's row.
+    x, y = digits_raw
+    labelled = [orjson.dumps({"x": x[i].tolist(), "y": int(y[i])}) for i in range(150)]
+    unlabelled = [orjson.dumps({"x": x[-1 - k].tolist()}) for k in range(40)]
+    (tmp_path / "plain.jsonl").write_bytes(b"\n".join(labelled) + b"\n")
+    (tmp_path / "mixed.jsonl").write_bytes(b"".join(m + b"\n" + b"\n".join(unlabelled) + b"\n" for m in labelled))
+    cfg = _config(label_delay=3, read_count=8)
+    runs = {}
+    for name in ("plain", "mixed"):
+        learner = StreamLearner(cfg, JsonlSource(tmp_path / f"{name}.jsonl"), tmp_path / name, log=_quiet)
+        learner.run()
+        runs[name] = learner
+    # The last 3 labels (and the predict-only messages after them) wait for later ones, as in any delay.
+    assert runs["plain"].counts["samples_trained"] == runs["mixed"].counts["samples_trained"] == 147
+    assert runs["mixed"].counts["samples_predicted_only"] == 147 * 40
+    for k, v in runs["plain"].model.state_dict().items():
+        assert torch.equal(v, runs["mixed"].model.state_dict()[k]), k

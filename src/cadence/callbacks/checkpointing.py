@@ -20,6 +20,9 @@ class Checkpointing(Callback):
     Checkpoints are taken between updates only, so a resumed run continues the same update sequence.
     A checkpoint that cannot be written (full disk, read-only directory) raises CheckpointError naming
     the path and the reason; the previous checkpoint is left intact.
+
+    In a data-parallel job every process runs this callback (each gives its RNG state, and decisions that
+    read the clock or the disk are rank 0's), and rank 0 alone writes.
     """
 
     def __init__(
@@ -51,19 +54,23 @@ class Checkpointing(Callback):
 
     def on_run_start(self, state: TrainState) -> None:
         state.checkpoint_dir = self.directory
-        checkpoint.remove_temp(self.directory)  # leftovers of a write that was killed midway
         self._history_len = len(state.history)
         self._last = time.monotonic()
-        names = checkpoint.checkpoint_names(self.directory)
-        newest = checkpoint.peek(names[0]) if names else None
-        if newest is None or newest.get("updates") != state.updates:
+        due = False
+        if _writes(state):
+            checkpoint.remove_temp(self.directory)  # leftovers of a write that was killed midway
+            names = checkpoint.checkpoint_names(self.directory)
+            newest = checkpoint.peek(names[0]) if names else None
+            due = newest is None or newest.get("updates") != state.updates
+        if _decide(state, due, "deciding on a run-start checkpoint"):
             self._save(state)  # a point to resume or roll back to before the first update
 
     def on_update_end(self, state: TrainState) -> None:
         self._history_len = len(state.history)
-        if (self.every_updates and state.updates % self.every_updates == 0) or (
-            self.every_seconds and time.monotonic() - self._last >= self.every_seconds
-        ):
+        due = bool(self.every_updates and state.updates % self.every_updates == 0)
+        if self.every_seconds:  # the clock: rank 0's decides
+            due = _decide(state, due or time.monotonic() - self._last >= self.every_seconds, "timing a checkpoint")
+        if due:
             self._save(state)
         return None
 
@@ -71,12 +78,25 @@ class Checkpointing(Callback):
         # The history record made after the loop (of a partial period) is left out: a resumed run makes
         # its own when it ends, and the losses it averages are still pending in the checkpoint.
         self._save(state, run.stop_reason)
+        if state.group is not None:  # no process leaves the run (and may resume it) before rank 0 has written
+            state.group.barrier("waiting for rank 0 to write the run-end checkpoint")
 
-    def _save(self, state: TrainState, stop_reason=None) -> Path:
+    def _save(self, state: TrainState, stop_reason=None) -> Path | None:
         weights, meta = capture(state, stop_reason=stop_reason, history_len=self._history_len)
+        self._last = time.monotonic()
+        if not _writes(state):
+            return None
         meta["checkpointing"] = self.settings()
         path = checkpoint.write(self.directory, weights, meta)
         checkpoint.prune(self.directory, self.keep)
-        self._last = time.monotonic()
         self.written.append(path)
         return path
+
+
+def _writes(state: TrainState) -> bool:
+    """Whether this process writes: always alone, rank 0 of a data-parallel job."""
+    return state.group is None or state.group.rank == 0
+
+
+def _decide(state: TrainState, flag: bool, what: str) -> bool:
+    return flag if state.group is None else state.group.decide(flag, what)

@@ -24,12 +24,20 @@ class _RecordLogger(Callback):
 
     def __init__(self) -> None:
         self._written = 0
+        self._silent = False  # in the processes of a data-parallel job but rank 0, which alone writes
+
+    def _silence(self, state: TrainState) -> bool:
+        self._silent = state.group is not None and state.group.rank != 0
+        return self._silent
 
     def on_update_end(self, state: TrainState) -> None:
-        self._flush(state.history)
+        if not self._silent:
+            self._flush(state.history)
         return None
 
     def on_run_end(self, state: TrainState, run) -> None:
+        if self._silent:
+            return
         self._flush(run.history)  # the record of a run that ended between evaluations
         self.finish(run)
 
@@ -58,6 +66,8 @@ class CSVLogger(_RecordLogger):
         self._writer: csv.DictWriter | None = None
 
     def on_run_start(self, state: TrainState) -> None:
+        if self._silence(state):
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w", newline="")  # noqa: SIM115 (open for the whole run, closed in finish)
         self._writer = None
@@ -92,6 +102,8 @@ class TensorBoardLogger(_RecordLogger):
         self._writer = None
 
     def on_run_start(self, state: TrainState) -> None:
+        if self._silence(state):
+            return
         import yaml
 
         self._writer = self._writer_class(log_dir=str(self.log_dir))
@@ -140,6 +152,8 @@ class MLflowLogger(_RecordLogger):
         self.run_id: str | None = None
 
     def on_run_start(self, state: TrainState) -> None:
+        if self._silence(state):
+            return
         found = self._client.get_experiment_by_name(self.experiment)
         experiment_id = found.experiment_id if found else self._client.create_experiment(self.experiment)
         self.run_id = self._client.create_run(experiment_id, run_name=self.run_name).info.run_id

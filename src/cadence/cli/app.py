@@ -22,6 +22,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from cadence.cli.flags import config_options, with_default
+from cadence.cli.launch import NPROC_HELP
 from cadence.errors import CadenceError, clip_text
 
 
@@ -151,15 +152,33 @@ def train(
     output_format: Annotated[Format, Opt("--format", help=FORMAT_HELP)] = "table",
     quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress bar or table")] = False,
     debug: Annotated[bool, Opt("--debug", help="show tracebacks")] = False,
+    nproc: Annotated[int | None, Opt(min=1, help=NPROC_HELP)] = None,
+    nnodes: Annotated[str | None, Opt(help="machines in the job, N or MIN:MAX (torchrun --nnodes)")] = None,
+    node_rank: Annotated[
+        int | None, Opt(min=0, help="this machine's rank in the job (torchrun --node-rank)")
+    ] = None,
+    rdzv_endpoint: Annotated[
+        str | None, Opt(help="HOST:PORT where the machines of the job meet (torchrun --rdzv-endpoint, c10d)")
+    ] = None,
+    rdzv_id: Annotated[
+        str | None, Opt(help="the job's id, the same on every machine (torchrun --rdzv-id)")
+    ] = None,
+    max_restarts: Annotated[
+        int, Opt(min=0, help="restart the job from its last checkpoint after a process fails, up to N times")
+    ] = 0,
 ) -> None:
     """Train one model and write a run directory (config, history, summary.json, model.safetensors).
 
     SIGINT/SIGTERM finish the current update, write a checkpoint (with --checkpoint-*) and exit with 130.
-    A run that diverged exits with 3, its summary and last good weights written.
+    A run that diverged exits with 3, its summary and last good weights written. With --nproc N the run is
+    data-parallel over N processes started by torchrun; rank 0 prints and writes the run directory.
     """
     try:
+        from cadence.cli import launch
         from cadence.cli.run_plan import plan_run
 
+        rank = launch.rank()
+        resume, from_run, overwrite = launch.on_restart(out, resume, from_run, overwrite)
         with _warnings_to_stderr():
             plan = plan_run(
                 config,
@@ -176,12 +195,18 @@ def train(
             if print_config:
                 print(_yaml(plan.config.model_dump(mode="json")), end="")
                 return
-            for note in plan.notes:
+            job = launch.options(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id, max_restarts)
+            if job is not None:  # the processes print the run; a failed one raises DistributedError
+                launch.start(plan, job, out_given=out is not None)
+                return
+            for note in plan.notes if rank == 0 else ():
                 err_console.print(note, highlight=False, soft_wrap=True)
-            shown = {"as_json": as_json, "quiet": quiet, "output_format": output_format}
+            shown = {"as_json": as_json, "quiet": quiet or rank != 0, "output_format": output_format}
             run, dataset = _train_run(plan, logger or [], allow_changes, shown)
     except (CadenceError, OSError) as err:
         _fail(err, debug)
+    if run is not None and rank != 0:  # the same run as rank 0's, which prints it: only its exit code
+        raise typer.Exit({"interrupted": 130, "diverged": DIVERGED_EXIT}.get(run.stop_reason.value, 0))
     if run is not None:
         _show_run(run, dataset, plan, **shown)
 

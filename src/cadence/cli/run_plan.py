@@ -108,8 +108,8 @@ class ReplaceRun(Callback):
         self.run_dir = run_dir
 
     def on_run_start(self, state) -> None:
-        if not self.run_dir.is_dir():
-            return
+        if not self.run_dir.is_dir() or (state.group is not None and state.group.rank != 0):
+            return  # rank 0 alone writes a data-parallel job's run directory
         for entry in self.run_dir.iterdir():
             if entry.name in RUN_WRITES or entry.name.startswith("member-"):
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()

@@ -45,25 +45,6 @@ STREAM_FLAGS = {
 }
 
 
-def _start_model(from_run: Path, cfg):
-    """(config, model, n_features, n_classes) to continue from an earlier run's weights (`--from`)."""
-    from safetensors.torch import load_file
-
-    from cadence.engine import resume
-
-    base = resume.start_config(from_run)
-    cfg = cfg.with_overrides({"model": base.model.model_dump(mode="json")})
-    weights = load_file(from_run / "model.safetensors") if (from_run / "model.safetensors").is_file() else None
-    if weights is None:
-        from cadence.engine import checkpoint
-
-        weights = checkpoint.find(from_run).weights
-    matrices = [v for k, v in weights.items() if k.endswith("weight") and v.ndim == 2]
-    n_features, n_out = int(matrices[0].shape[1]), int(matrices[-1].shape[0])
-    model = resume.start_from(from_run, cfg, (n_features,), n_out)
-    return cfg, model, n_features, n_out if cfg.stream.task == "classification" else None
-
-
 @app.command()
 def stream(
     source: Annotated[str, typer.Argument(help="redis://HOST:PORT/STREAM, a .jsonl file, or - for stdin")],
@@ -71,7 +52,9 @@ def stream(
         Path | None, Opt("--config", "-c", help="YAML config (a stream: section); flags override")
     ] = None,
     out: Annotated[Path | None, Opt(help="run directory: checkpoints, history, published snapshots")] = None,
-    from_run: Annotated[Path | None, Opt("--from", help="start from the weights of an earlier RUN_DIR")] = None,
+    from_run: Annotated[
+        Path | None, Opt("--from", help="start from an earlier RUN_DIR's model, labels and standardization")
+    ] = None,
     serve: Annotated[
         str | None, Opt(help="serve /predict, /metrics, /stats, /health on HOST:PORT (or PORT)")
     ] = None,
@@ -120,10 +103,12 @@ def stream(
         with _warnings_to_stderr():
             cfg = load_config(config) if config else build_config()
             cfg = cfg.with_overrides({"stream.source": source, **{STREAM_FLAGS[k]: v for k, v in flags.items()}})
-            model, n_features, n_classes = None, None, None
+            start = None
             if from_run is not None:
-                cfg, model, n_features, n_classes = _start_model(from_run, cfg)
-                cfg = cfg.with_overrides({STREAM_FLAGS[k]: v for k, v in flags.items()})
+                from cadence.serve.incremental import start_from
+
+                start = start_from(from_run, cfg)
+                cfg = start.config
             address = parse_address(serve) if serve else None
             run_dir = out or Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-stream"
             sc = cfg.stream
@@ -132,15 +117,10 @@ def stream(
             else:
                 ckpt_last = _jsonl_start(run_dir)
                 src = open_source(source, follow=follow, start_after=ckpt_last, dead_path=run_dir / "dead.jsonl")
-            learner = StreamLearner(
-                cfg,
-                src,
-                run_dir,
-                model=model,
-                n_features=n_features,
-                n_classes=n_classes,
-                allow_changes=allow_changes,
-            )
+            begin = {} if start is None else {k: getattr(start, k) for k in ("model", "n_features", "n_classes")}
+            if start is not None and start.center is not None:
+                begin |= {"center": start.center, "scale": start.scale}  # a per-feature standardization
+            learner = StreamLearner(cfg, src, run_dir, allow_changes=allow_changes, **begin)
             if address is not None:
                 api = create_app(learner.store, learner.stats, token=os.environ.get(TOKEN_ENV) or None)
                 server = Server(api, *address).start()

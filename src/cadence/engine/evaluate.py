@@ -30,11 +30,17 @@ def evaluate(
     batch_size: int = 4096,
     prefix: str = "val_",
     with_confusion: bool = False,
+    group=None,
 ) -> dict:
-    """Mean loss and metrics of `model` on (x, y), keys prefixed (`val_loss`, `val_accuracy`, ...)."""
+    """Mean loss and metrics of `model` on (x, y), keys prefixed (`val_loss`, `val_accuracy`, ...).
+
+    Args:
+        group: a data-parallel job's `distributed.Group`: each process predicts its slice of x and every
+            process gets all the outputs, so all compute the same metrics, each sample counted once.
+    """
     if len(x) == 0:
         return {}
-    out = predict(model, x, batch_size)
+    out = predict(model, x, batch_size) if group is None else group.predict(model, x, batch_size)
     loss = float(loss_sum(task, out, y)) / len(x)
     y_true = y.cpu().numpy()  # the metrics are scikit-learn's, on the host
     if task == "classification":

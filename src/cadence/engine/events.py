@@ -44,6 +44,7 @@ class TrainState:
     skipped_positions: list[list[int]] = field(default_factory=list)  # [epoch, position] of skipped updates
     checkpoint_dir: Path | None = None  # where a Checkpointing callback writes; rollback reads it
     data_sha256: str = ""  # fingerprint of the training data, so a resume can tell it changed
+    group: Any = None  # a data-parallel job's distributed.Group (rank, size); None for one process
 
     def next_position(self) -> tuple[int, int]:
         """(epoch, position) of the next update: the start of the next epoch once this one has ended."""

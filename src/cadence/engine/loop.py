@@ -2,8 +2,9 @@
 
 The strategy decides what each update holds (strategies.py); the engine applies runs of them (engine/fast:
 autograd, or an acceleration computing the same); `start` checks everything before the first state change.
-A stream plugs in as another update source over a resident buffer, DDP as a wrapped model on the autograd
-engine: engine/fast/__init__.py says how. The loop itself never asks which engine it drives.
+A stream plugs in as another update source over a resident buffer (engine/fast/__init__.py says how), DDP as
+the autograd engine over a wrapped model, each process applying its slice of every update, all of them agreeing
+after each update whether to stop (engine/distributed.py). The loop itself never asks which engine it drives.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cadence.config import RunConfig, Strategy, build_config
 from cadence.config_keys import short_names
 from cadence.data import inputs
 from cadence.data.datasets import Dataset
-from cadence.engine import budget, checkpoint, resume, strategies
+from cadence.engine import budget, checkpoint, distributed, resume, strategies
 from cadence.engine.evaluate import evaluate, metric_names
 from cadence.engine.events import Callback, TrainState
 from cadence.engine.fast import choose_engine
@@ -186,7 +187,7 @@ def train(
                     state.losses.append(applied.losses)  # kept as tensors; read once per evaluation
                     advance(state, updates[: applied.n])
                 if applied.n < len(updates):  # that update was not applied: stop, skip or roll back
-                    reason = guard.nonfinite(updates[applied.n])
+                    reason = distributed.agree(state.group, guard.nonfinite(updates[applied.n]), state.updates)
                     continue
                 if evaluation_due(state, updates[-1]):
                     record = _record(state, model, data, begin)
@@ -202,6 +203,8 @@ def train(
                     reason = cb.on_update_end(state) or reason
                     if updates[-1].epoch_end:
                         reason = cb.on_epoch_end(state) or reason
+                # DDP: one process's reason (its clock, a signal) stops all of them after the same update
+                reason = distributed.agree(state.group, reason, state.updates)
         except KeyboardInterrupt:  # outside the main thread, where SIGINT cannot be caught as a flag
             reason = StopReason.INTERRUPTED
     if state.losses:  # ended between evaluations: record where it stopped (a run-end checkpoint keeps them)
@@ -222,18 +225,20 @@ def start(
     allow_changes: bool,
 ) -> tuple[TrainState, Dataset, Engine, Guard]:
     """Everything the loop needs, every check first: device, strategy options, schedule, step options,
-    fault policy, resume compatibility. Only then the model and data go to the device, a resume restores
-    its checkpoint and the engine is chosen (after the resume: it binds the restored tensors).
+    fault policy, resume compatibility. Only then the process joins a data-parallel job (under torchrun), the
+    model and data go to the device, a resume restores its checkpoint and the engine is chosen (after the
+    resume: it binds the restored tensors): DDP's wraps the model.
 
     Raises:
         ConfigError: a setting this run cannot honour. CheckpointError: a checkpoint it cannot continue.
     """
     x, y, n = data.x_train, data.y_train, len(data.x_train)
     strategies.check(config.strategy, n)
+    distributed.check(config, distributed.process_env()[1], model)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     scheduler = run_schedule(config, optimizer, data)
     options = step_options(config, model, data)
-    device = device_for(config, model, optimizer, scheduler, data, options)
+    device = distributed.local_device(device_for(config, model, optimizer, scheduler, data, options), config)
     state = TrainState(
         config,
         model,
@@ -249,13 +254,19 @@ def start(
     guard = Guard(state)  # SIGINT/SIGTERM and non-finite updates; hands out the updates
     if ckpt is not None:
         resume.check(ckpt, state, allow_changes)
-    torch.manual_seed(config.seed)
+    state.group = group = distributed.join(config, device)  # None for one process
+    torch.manual_seed(distributed.process_seed(config.seed))
     if device.type != "cpu":
         model.to(device)  # parameters keep their identity: the optimizer still holds them
         data = on_device(data, device)
     if ckpt is not None:
         resume.restore(ckpt, state, allow_changes)
-    engine = choose_engine(model, optimizer, scheduler, config, data.x_train, data.y_train, data.task, options)
+    x, y = data.x_train, data.y_train
+    engine = (
+        distributed.DataParallelEngine(group, model, optimizer, scheduler, x, y, data.task, options)
+        if group is not None
+        else choose_engine(model, optimizer, scheduler, config, x, y, data.task, options)
+    )
     return state, data, engine, guard
 
 
@@ -321,7 +332,15 @@ def _record(state: TrainState, model: nn.Module, data: Dataset, begin: float, dr
         "seconds": t0 - begin,
         "lr": state.lr,
         "train_loss": float(torch.cat(losses).mean()) if losses else float("nan"),
-        **evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, state.config.eval.batch_size),
+        **evaluate(
+            model,
+            data.x_val,
+            data.y_val,
+            data.task,
+            data.n_classes,
+            state.config.eval.batch_size,
+            group=state.group,
+        ),
     }
     state.history.append(record)
     if drain:
@@ -342,9 +361,18 @@ def _finish(
     """The Run: best weights restored for early stopping, final validation and test metrics, the message."""
     restored = reason == StopReason.EARLY_STOPPED and state.stopping.restore_best(model)
     batch = state.config.eval.batch_size
-    val = evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, batch)
+    group = state.group
+    val = evaluate(model, data.x_val, data.y_val, data.task, data.n_classes, batch, group=group)
     test = evaluate(
-        model, data.x_test, data.y_test, data.task, data.n_classes, batch, prefix="test_", with_confusion=True
+        model,
+        data.x_test,
+        data.y_test,
+        data.task,
+        data.n_classes,
+        batch,
+        "test_",
+        with_confusion=True,
+        group=group,
     )
     confusion = test.pop("test_confusion_matrix", None)
     reason = reason or StopReason.BUDGET
@@ -377,6 +405,8 @@ def _finish(
         engine_fallback=engine.fallback,
         device=str(data.x_train.device),
         inputs=describe_inputs(data),
+        processes=group.size if group is not None else 1,
+        rank=group.rank if group is not None else 0,
     )
 
 

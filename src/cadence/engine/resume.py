@@ -29,6 +29,7 @@ from cadence.errors import CheckpointError, ConfigError
 
 # TrainState fields that are objects with their own state, handled one by one below.
 _OBJECTS = {"config", "model", "optimizer", "scheduler", "stopping", "losses", "checkpoint_dir", "stop_reason"}
+_OBJECTS |= {"group"}  # a data-parallel job's process group: the job's, never a checkpoint's
 
 
 def config_sha256(config: RunConfig) -> str:
@@ -65,6 +66,7 @@ def capture(state: TrainState, *, stop_reason: StopReason | None = None, history
         fields["history"] = state.history[:history_len]
     epoch, position = state.next_position()
     stopping = {k: v for k, v in vars(state.stopping).items() if k != "config"} if state.stopping else {}
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(legacy=False), "python": random.getstate()}
     meta = {
         "config": state.config.model_dump(mode="json"),
         "config_sha256": config_sha256(state.config),
@@ -75,11 +77,12 @@ def capture(state: TrainState, *, stop_reason: StopReason | None = None, history
         "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
         "stopping": stopping,
         "losses": torch.cat([t.detach().reshape(-1).cpu() for t in state.losses]) if state.losses else None,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(legacy=False),
-            "python": random.getstate(),
-        },
+        "rng": rng,
+        # Under DDP every process's RNG (dropout draws differ per process), by rank; collective: every
+        # process of the job calls capture at the same update.
+        "rng_ranks": state.group.gather_object(rng, "gathering RNG states for a checkpoint")
+        if state.group
+        else None,
         "versions": {"torch": torch.__version__},
     }
     return state.model.state_dict(), meta
@@ -250,13 +253,26 @@ def restore(ckpt: checkpoint.Checkpoint, state: TrainState, allow_changes: bool 
     state.skipped_positions = [list(p) for p in state.skipped_positions]
     state.losses = [meta["losses"]] if meta["losses"] is not None else []
     state.lr = state.optimizer.param_groups[0]["lr"]
-    torch.set_rng_state(meta["rng"]["torch"])
-    np.random.set_state(meta["rng"]["numpy"])
-    random.setstate(meta["rng"]["python"])
+    rng = _rng_of_this_process(meta, state)
+    if rng is not None:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
     if data_changed and state.next_position()[1]:  # a position into the old data means nothing now
         state.epochs_done = state.epoch + 1
     state.stop_reason = _still_stopped(meta["stop_reason"], state, bool(changes or data_changed))
     return changes
+
+
+def _rng_of_this_process(meta: dict, state: TrainState) -> dict | None:
+    """The RNG states this process continues with: its own rank's from a data-parallel checkpoint, rank 0's
+    (the only one) otherwise; None for a rank the checkpoint has none for (it was written by fewer
+    processes): that process keeps its fresh per-rank seed."""
+    rank = state.group.rank if state.group is not None else 0
+    ranks = meta.get("rng_ranks")
+    if ranks:
+        return ranks[rank] if rank < len(ranks) else None
+    return meta["rng"] if rank == 0 else None
 
 
 def _still_stopped(saved: str | None, state: TrainState, changed: bool) -> StopReason | None:

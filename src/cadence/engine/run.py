@@ -51,6 +51,8 @@ class Run:
     engine_fallback: str | None = None  # why no faster engine ran, or None
     device: str = "cpu"  # where the model and data were (config.device resolved: auto -> cpu or cuda)
     threads: int = 1  # torch threads the run used (config.threads, or chosen from the work and the machine)
+    processes: int = 1  # data-parallel processes that trained it together (torchrun's WORLD_SIZE)
+    rank: int = 0  # this process's rank among them; rank 0 writes the run directory
 
     def __repr__(self) -> str:  # the dataclass repr holds the config, model and history: 280 KB after 1k epochs
         name = next((k for k in ("test_accuracy", "test_r2") if k in self.test_metrics), None)
@@ -108,6 +110,7 @@ class Run:
             "engine_fallback": self.engine_fallback,
             "device": self.device,
             "threads": self.threads,
+            "processes": self.processes,
             **{k: v for k, v in self.val_metrics.items()},
             **{k: v for k, v in self.test_metrics.items()},
         }
@@ -149,8 +152,12 @@ class Run:
         Raises:
             SaveError: `run_dir` is a file, or the write failed (full disk, read-only): the message names
                 the path and the free space, and `run_dir` is left as it was.
+
+        In a data-parallel job only rank 0 writes; the other processes (which hold the same run) return the path.
         """
         run_dir = Path(run_dir).absolute()
+        if self.rank != 0:
+            return run_dir
         if run_dir.exists() and not run_dir.is_dir():
             raise SaveError(f"cannot save the run to {run_dir}: it is a file. Fix: pass a folder path.")
         files = {

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from cadence.data.augment import Augmenter
 from cadence.engine.strategies import Update
@@ -65,24 +68,35 @@ def step(
     gradient (J = J0 + l1*|theta|_1 + l2*|theta|_2^2), clipping by norm and by value, the optimizer step.
     When the loss or any gradient is not finite the optimizer is not stepped (applied=False), so the weights
     and optimizer state stay the last good ones.
+
+    `model` may be DistributedDataParallel over this process's slices of the chunks (engine/distributed.py):
+    its backward sums the gradients of every process, so the loss and gradients checked here, and everything
+    after (penalty, clipping, step), are the whole update's, identical in every process.
     """
     o = options or StepOptions()
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     offset = 0
-    for idx in update.chunks:
+    ddp = isinstance(model, DistributedDataParallel)
+    for i, idx in enumerate(update.chunks):
         xb = x[idx]
         if o.augment is not None:
+            offset = offset if update.offsets is None else update.offsets[i]
             xb = o.augment(xb, update.epoch, update.position, update.n_samples, offset)
             offset += len(idx)
-        if o.autocast is None:
-            out = model(xb)
-        else:
-            with torch.autocast(xb.device.type, dtype=o.autocast):
-                out = model(xb).float()  # the loss in fp32
-        loss = loss_sum(task, out, y[idx]) / update.n_samples
-        loss.backward()
+        # DDP: gradients are all-reduced once, in the backward of the last chunk (every process has the same
+        # number of chunks); before it they only accumulate here.
+        with model.no_sync() if ddp and i < len(update.chunks) - 1 else nullcontext():
+            if o.autocast is None:
+                out = model(xb)
+            else:
+                with torch.autocast(xb.device.type, dtype=o.autocast):
+                    out = model(xb).float()  # the loss in fp32
+            loss = loss_sum(task, out, y[idx]) / update.n_samples
+            loss.backward()
         total += loss.detach()
+    if ddp:  # each process holds its slices' share of the mean: the sum is the update's loss, the same everywhere
+        dist.all_reduce(total)
     if not gradients_finite(total, optimizer):
         optimizer.zero_grad(set_to_none=True)
         return total, False

@@ -22,7 +22,9 @@ from cadence.errors import ConfigError
 class Update:
     """One optimizer step: index chunks into the training set whose gradients are summed.
 
-    With gradient accumulation the chunks are the k micro-batches (each split further by chunk_size).
+    With gradient accumulation the chunks are the k micro-batches (each split further by chunk_size). Under
+    DDP each process gets its slice of every chunk (engine/distributed.py): `n_samples` stays the update's
+    total over all processes, and `offsets` says where each slice starts among the update's samples.
     """
 
     chunks: tuple[torch.Tensor, ...]
@@ -30,6 +32,7 @@ class Update:
     epoch: int
     position: int  # samples of this epoch consumed once this update is done
     epoch_end: bool
+    offsets: tuple[int, ...] | None = None  # first sample of each chunk in the update; None: one after another
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:

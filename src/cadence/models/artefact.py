@@ -60,11 +60,18 @@ def describe_inputs(data: Dataset) -> dict:
     }
 
 
-def save(path: str | Path, model: nn.Module, config: RunConfig, inputs: dict | None) -> Path:
+def save(
+    path: str | Path,
+    model: nn.Module,
+    config: RunConfig,
+    inputs: dict | None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write `model`'s weights to `path` (a .safetensors file) with the metadata `load` needs.
 
     `inputs` is `describe_inputs(data)`; without it (a Run made by hand) only the weights and the model
-    config are written, and `load` refuses to predict.
+    config are written, and `load` refuses to predict. `metadata`: more header entries kept beside
+    cadence's own (a stream snapshot's version and metrics: serve/snapshots.py).
     """
     meta = {
         "format": FORMAT,
@@ -78,7 +85,7 @@ def save(path: str | Path, model: nn.Module, config: RunConfig, inputs: dict | N
         },
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={META_KEY: json.dumps(meta)})
+    save_file(state, str(path), metadata={**(metadata or {}), META_KEY: json.dumps(meta)})
     return Path(path)
 
 

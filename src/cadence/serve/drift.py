@@ -1,9 +1,10 @@
 """Drift detection on the prequential error stream with river's detectors (ADWIN, Page-Hinkley).
 
-river 0.25 (pinned): `update(x)` returns nothing and sets `drift_detected`. A detector's state is not plain
-data and checkpoints never pickle, so a checkpoint keeps the errors since the last detection (at most
-MAX_REPLAY) and a restart replays them into a fresh detector: exact for Page-Hinkley (it resets at each
-detection), the same window for ADWIN up to its bucket compression.
+river 0.25 (pinned): `update(x)` returns nothing and sets `drift_detected`, and both detectors start afresh
+on the update after a detection. Checkpoints never pickle, so their state is kept as plain data: for
+Page-Hinkley its few numbers (exact); for ADWIN, whose window lives in river's Rust helper with no way to
+read it, the errors since its last detection (at most MAX_REPLAY), replayed into a fresh detector on
+restore: exact too while that tail is whole, as a detection empties the window.
 """
 
 from __future__ import annotations
@@ -45,14 +46,16 @@ class DriftDetector:
         found, start = [], 0
         det = self._detector
         adwin = self.config.detector == "adwin"
+        reset = False
         for i, e in enumerate(errors.tolist()):
             before = det.estimation if adwin else 0.0
             det.update(e)
-            # ADWIN also fires when the error rate falls (a model still learning): only a rise is drift.
-            if det.drift_detected and (not adwin or det.estimation > before):
-                found.append(i)
-                start = i + 1
-        if found:
+            if det.drift_detected:  # river starts the detector afresh at the next update: so does the tail
+                reset, start = True, i + 1
+                # ADWIN also fires when the error rate falls (a model still learning): only a rise is drift.
+                if not adwin or det.estimation > before:
+                    found.append(i)
+        if reset:
             self._tail, self._tail_n = [], 0
         kept = errors[start:]
         if len(kept):
@@ -64,15 +67,35 @@ class DriftDetector:
         return found
 
     def state_dict(self) -> dict:
-        tail = np.concatenate(self._tail)[-MAX_REPLAY:] if self._tail else np.zeros(0, np.float32)
-        return {"detector": self.config.detector, "errors": tail}
+        out = {"detector": self.config.detector}
+        if self.config.detector == "page-hinkley":
+            d = self._detector
+            out["page_hinkley"] = {"n": d._x_mean.n, "mean": d._x_mean._mean, "drift": d.drift_detected}
+            out["page_hinkley"] |= {k: getattr(d, f"_{k}") for k in _PH_SUMS}
+        else:
+            tail = np.concatenate(self._tail)[-MAX_REPLAY:] if self._tail else np.zeros(0, np.float32)
+            out["errors"] = tail
+        return out
 
     def load_state_dict(self, state: dict) -> None:
-        """A fresh detector fed the saved errors (no reactions: they were handled before the checkpoint)."""
+        """The detector as it was (no reactions: they were handled before the checkpoint). A checkpoint of
+        another detector leaves a fresh one."""
         self._detector = self._new()
         self._tail, self._tail_n = [], 0
+        if self._detector is None or state.get("detector") != self.config.detector:
+            return
+        if "page_hinkley" in state:
+            ph, d = state["page_hinkley"], self._detector
+            d._x_mean.n, d._x_mean._mean, d._drift_detected = float(ph["n"]), float(ph["mean"]), bool(ph["drift"])
+            for k in _PH_SUMS:
+                setattr(d, f"_{k}", float(ph[k]))
+            return
         errors = np.asarray(state.get("errors", []), np.float32)
-        if self._detector is not None and state.get("detector") == self.config.detector and len(errors):
-            for e in errors.tolist():
-                self._detector.update(e)
+        for e in errors.tolist():
+            self._detector.update(e)
+        if len(errors):
             self._tail, self._tail_n = [errors], len(errors)
+
+
+# Page-Hinkley's running sums (river 0.25's attribute names, without the underscore): with its mean, its state.
+_PH_SUMS = ("sum_increase", "sum_decrease", "min_increase", "max_decrease")

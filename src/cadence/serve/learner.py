@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,20 +23,22 @@ import torch
 from torch import nn
 
 from cadence.config import RunConfig
-from cadence.data.streams import Rejected, Sample, Schema, Source, parse
+from cadence.data.streams import Schema, Source
 from cadence.data.streams.prefetch import Prefetcher
 from cadence.engine import checkpoint
 from cadence.errors import ConfigError, StreamError
 from cadence.metrics.streaming import Prequential
 from cadence.models import build_model
+from cadence.models.artefact import FILENAME as FINAL_MODEL
 from cadence.optim import build_optimizer, build_schedule
 from cadence.serve import state as saved
-from cadence.serve.buffer import ResidentBuffer
+from cadence.serve.buffer import Pending, ResidentBuffer
 from cadence.serve.drift import DriftDetector
 from cadence.serve.engines import choose_engine
 from cadence.serve.gate import Gate
+from cadence.serve.poll import PollSteps
 from cadence.serve.snapshots import DIRNAME as PUBLISHED
-from cadence.serve.snapshots import SnapshotStore, freeze
+from cadence.serve.snapshots import SnapshotStore, freeze, save_model
 from cadence.serve.snapshots import write as write_snapshot
 
 # Test hook: "PHASE:N" kills this process with SIGKILL the N-th time it reaches PHASE (read, trained,
@@ -57,7 +59,7 @@ COUNTS = (
 )
 
 
-class StreamLearner:
+class StreamLearner(PollSteps):
     """Learns `config.model` from `source` under the stream strategy, checkpointing into `run_dir`.
 
     Args:
@@ -65,6 +67,8 @@ class StreamLearner:
         n_features, n_classes: the message schema, when not declared in config.stream.
         store: where snapshots are published for serving (default: `<run_dir>/published`).
         allow_changes: resume a run directory whose checkpoint was written with another config.
+        center, scale: a per-feature standardization, x' = (x - center) / scale (an earlier run's, `--from`),
+            instead of the config's one number each.
 
     Raises:
         ConfigError: the schema is not declared, or the model does not fit it (before anything changes).
@@ -81,6 +85,8 @@ class StreamLearner:
         n_classes: int | None = None,
         store: SnapshotStore | None = None,
         allow_changes: bool = False,
+        center: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
         log: Callable[[str], None] | None = None,
     ):
         sc = config.stream
@@ -108,10 +114,12 @@ class StreamLearner:
         self._check_model(n_out)
         self.optimizer = build_optimizer(self.model.parameters(), config.optimizer)
         self.scheduler = build_schedule(self.optimizer, config.schedule, 1, None)
-        # The resident buffer the engine's updates index into: never reallocated while the engine lives.
-        # The resident buffer the engine's updates index into: room for a poll, the label delay and a batch.
+        # The resident buffer the engine's updates index into, never reallocated while the engine lives: room
+        # for a poll, the labelled samples label_delay holds back, and a batch (unlabelled ones take no row).
         capacity = sc.read_count + sc.label_delay + sc.batch_size
-        self.buffer = ResidentBuffer(capacity, self.n_features, self.task, sc.center, sc.scale)
+        self.center = sc.center if center is None else np.asarray(center, np.float32).reshape(self.n_features)
+        self.scale = sc.scale if scale is None else np.asarray(scale, np.float32).reshape(self.n_features)
+        self.buffer = ResidentBuffer(capacity, self.n_features, self.task, self.center, self.scale)
         self.metrics = Prequential(self.task, sc.window)
         self.gate = Gate(self.task, sc.window, sc.gate_tolerance)
         self.drift = DriftDetector(sc.drift)
@@ -125,8 +133,7 @@ class StreamLearner:
         self.ledger: list[str] = []
         self.history_bytes = 0
         self._history: list[dict] = []  # records since the last checkpoint (written with it)
-        self._queue: deque = deque()  # (slot, id, labelled, loss, hit, payload): predicted, not yet trained
-        self._queued_labelled = 0
+        self.pending = Pending()  # predicted, not yet trained
         self._unacked: list[str] = []
         self._failed_in_a_row = 0
         self._lease = False
@@ -191,6 +198,8 @@ class StreamLearner:
                 self._publish(force=True)
             reason = self._loop()
             self._checkpoint()
+            # The model as an artefact at every clean stop: `cadence.load(run_dir)`, `--from run_dir`.
+            save_model(self.run_dir / FINAL_MODEL, self.model, self._snapshot_meta())
             self.stopped_because = reason
             return reason
         finally:
@@ -202,19 +211,19 @@ class StreamLearner:
 
     def _loop(self) -> str:
         sc = self.sc
-        reader = Prefetcher(self.source, sc.read_count, schema=self.schema, workers=sc.parse_workers)
+        reader = Prefetcher(self.source, sc.read_count, self.schema, workers=sc.parse_workers)
         try:
             while True:
                 if self._signal is not None:
                     return f"stopped by {signal.Signals(self._signal).name}"
                 if sc.max_samples and self.counts["samples_trained"] >= sc.max_samples:
                     return f"trained max_samples={sc.max_samples}"
-                messages = reader.read()
+                poll = reader.read()
                 now = time.monotonic()
-                if messages:
+                if poll is not None:
                     self._idle_since = None
                     self._crash_point("read")
-                    self._process(messages)
+                    self._process(poll)
                 else:
                     if reader.exhausted:
                         return "the source ended"
@@ -247,149 +256,6 @@ class StreamLearner:
                     f"another learner took over consumer group {sc.group!r} (this one's lease expired); stopping "
                     "without a checkpoint. Fix: give the learner a longer stream.lease_ms if it stalls."
                 )
-
-    # --- one poll: check, predict, train ----------------------------------------------------------------
-
-    def _process(self, messages: list) -> None:
-        position, ack_now, dead = self.source.position, [], []
-        fresh: list[tuple[str, Sample, bytes]] = []
-        for m in messages:
-            pos = position(m.id)
-            if self.ckpt_pos is not None and pos <= self.ckpt_pos:
-                ack_now.append(m.id)  # its effect is already in a durable checkpoint
-                self.counts["acked_without_training"] += 1
-                continue
-            if self.seen_pos is not None and pos <= self.seen_pos:
-                continue  # redelivered (a reconnect, a claim) while trained, queued or dead-lettered already
-            self.seen_pos = pos
-            if m.payload is None:
-                ack_now.append(m.id)
-                self.counts["trimmed"] += 1
-            elif m.deliveries > self.sc.max_deliveries:
-                dead.append(
-                    Rejected(
-                        m.id,
-                        f"training-failed: delivered {m.deliveries} times without reaching a checkpoint "
-                        f"(max_deliveries={self.sc.max_deliveries}); it may crash the learner",
-                        m.payload,
-                    )
-                )
-            else:
-                s = m.parsed if m.parsed is not None else parse(m.payload, self.schema, m.id)
-                if isinstance(s, Rejected):
-                    dead.append(s)
-                else:
-                    fresh.append((m.id, s, m.payload))
-        if ack_now:
-            self.source.ack(ack_now)
-        self._dead_letter(dead)
-        if fresh:
-            self._predict(fresh)
-            self._train_ready()
-
-    def _dead_letter(self, rejected: list[Rejected]) -> None:
-        if rejected:
-            self.source.dead_letter(rejected)
-            self.counts["dead_letters"] += len(rejected)
-            self.dead_by_reason.update(r.code for r in rejected)
-
-    def _predict(self, fresh: list[tuple[str, Sample, bytes]]) -> None:
-        """Put the samples into the buffer and score them with the weights of now (test before train)."""
-        rows = self.buffer.put([s for _, s, _ in fresh])
-        labelled = [row for row, (_, s, _) in zip(rows, fresh, strict=True) if s.y is not None]
-        losses = hits = np.zeros(0)
-        if labelled:
-            idx = torch.tensor(labelled)
-            losses, hits = self.buffer.score(self.model, idx)
-            served = self.store.current
-            if served is not None and self.gate.due():
-                self.gate.observe(self.buffer.score(served.model, idx), (losses, hits))
-        k = 0
-        for row, (source_id, s, payload) in zip(rows, fresh, strict=True):
-            if s.y is not None:
-                self._queue.append((row, source_id, True, losses[k], hits[k], payload))
-                self._queued_labelled += 1
-                k += 1
-            else:
-                self._queue.append((row, source_id, False, 0.0, 0.0, payload))
-
-    def _train_ready(self) -> None:
-        """Train, in order, every queued sample whose label is due (`label_delay` later ones have arrived)."""
-        ready = []
-        while self._queue and (self._queued_labelled > self.sc.label_delay or not self._queue[0][2]):
-            item = self._queue.popleft()
-            self._queued_labelled -= item[2]
-            ready.append(item)
-        if not ready:
-            return
-        trained = [it for it in ready if it[2]]
-        failed = self._apply(trained)
-        ok = [it for it in trained if it[1] not in failed]
-        if ok:
-            losses = np.array([it[3] for it in ok])
-            hits = np.array([it[4] for it in ok])
-            self.metrics.update(losses, hits)
-            errors = 1.0 - hits if self.task == "classification" else hits
-            for i in self.drift.update(errors):
-                self._on_drift(self.counts["samples_trained"] + i + 1)
-        if self.sc.ledger:
-            self.ledger.extend(it[1] for it in ok)
-        self.counts["samples_trained"] += len(ok)
-        self.counts["samples_predicted_only"] += len(ready) - len(trained)
-        self._unacked.extend(it[1] for it in ready if it[1] not in failed)
-        self.last_id = ready[-1][1]
-        self.last_pos = self.source.position(self.last_id)
-        self._crash_point("trained")
-
-    def _apply(self, items: list) -> set[str]:
-        """Run the updates for `items` (one per sample, or micro-batches of stream.batch_size) through the
-        engine. An update whose loss or gradient is not finite was not applied; it is tried again up to
-        max_deliveries times in all, then its messages are dead-lettered. Returns their ids."""
-        from cadence.engine.strategies import Update
-
-        k = self.sc.batch_size
-        groups = [items[i : i + k] for i in range(0, len(items), k)]
-        updates = [
-            Update(
-                (self.buffer.one[g[0][0]] if k == 1 else torch.tensor([it[0] for it in g]),), len(g), 0, 0, False
-            )
-            for g in groups
-        ]
-        failed: set[str] = set()
-        i, tries = 0, 0
-        while i < len(updates):
-            block = updates[i : i + self.engine.max_run]
-            applied = self.engine.apply(block)
-            if applied.n:
-                self._train_losses.append(applied.losses[: applied.n])
-                self.counts["updates"] += applied.n
-                i, tries = i + applied.n, 0
-            if applied.n < len(block):  # updates[i] was not applied: weights and optimizer state unchanged
-                tries += 1
-                self.counts["training_retries"] += 1
-                if tries >= self.sc.max_deliveries:
-                    why = f"training-failed: non-finite loss or gradient in {tries} tries"
-                    self._dead_letter([Rejected(it[1], why, it[5]) for it in groups[i]])
-                    failed.update(it[1] for it in groups[i])
-                    i, tries = i + 1, 0
-                    self._failed_in_a_row += 1
-                    self._check_diverged()
-            elif applied.n:
-                self._failed_in_a_row = 0
-        self._lease = False
-        return failed
-
-    def _check_diverged(self) -> None:
-        """Many messages in a row failing in training means the model, not the messages, is broken: stop
-        (without a checkpoint) rather than dead-letter the whole stream."""
-        limit = self.config.stop.max_skips
-        if self._failed_in_a_row >= limit:
-            raise StreamError(
-                f"diverged: {self._failed_in_a_row} messages in a row (stop.max_skips) gave a non-finite loss or "
-                f"gradient; they are dead-lettered, later ones stay pending, the weights of the last checkpoint "
-                f"in {self.run_dir} are the last good ones. Fix: lower the learning rate or clip gradients, then "
-                "rerun the same command."
-            )
 
     # --- drift, records, publishing, checkpoints ------------------------------------------------------
 
@@ -436,8 +302,8 @@ class StreamLearner:
             "n_outputs": self.n_classes if self.task == "classification" else 1,
             "task": self.task,
             "class_names": list(self.sc.class_names),
-            "center": self.sc.center,
-            "scale": self.sc.scale,
+            "center": self.center.tolist() if isinstance(self.center, np.ndarray) else self.center,
+            "scale": self.scale.tolist() if isinstance(self.scale, np.ndarray) else self.scale,
             "samples": self.counts["samples_trained"],
             "metrics": {k: v for k, v in self.metrics.values().items() if np.isfinite(v)},
         }

@@ -1,9 +1,10 @@
 """Published snapshots: the model serving answers from, in memory (one reference, swapped) and on disk
 (`<run>/published/`, for replicas). The only module that knows the snapshot format.
 
-Format (until the model artefact of issue 10 replaces it): `snapshot-<version>.safetensors` holding the
-weights, with a JSON header (safetensors metadata) naming the model, the input size, the classes and the
-preprocessing; `LATEST` names the newest file. Both are written to a temp name and renamed into place.
+Format: `snapshot-<version>.safetensors`, a model artefact (models/artefact.py: `cadence.load` reads it, with
+its labels and standardization) whose header also holds the snapshot's own JSON (version, samples, metrics,
+preprocessing) under "cadence-snapshot"; `LATEST` names the newest file. Both are written to a temp name and
+renamed into place.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +23,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from cadence.config import ModelConfig
+from cadence.config import ModelConfig, RunConfig
 from cadence.errors import CheckpointError
-from cadence.models import build_model
+from cadence.models import artefact, build_model
 
 DIRNAME = "published"
 LATEST = "LATEST"
+SNAPSHOT_KEY = "cadence-snapshot"
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,15 @@ class Snapshot:
     model: nn.Module
     meta: dict = field(default_factory=dict)  # task, n_features, class_names, center, scale, metric, ...
 
+    @cached_property
+    def _preprocessing(self) -> tuple:
+        return preprocessing(self.meta, "center"), preprocessing(self.meta, "scale")  # once, not per request
+
     def predict(self, rows: np.ndarray) -> dict:
         """Answers for `rows` (n, n_features): labels and class probabilities, or predictions (regression).
         Every answer carries this snapshot's version."""
-        x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
-        x = (x - self.meta.get("center", 0.0)) / self.meta.get("scale", 1.0)
+        center, scale = self._preprocessing
+        x = torch.from_numpy((np.ascontiguousarray(rows, dtype=np.float32) - center) / scale)
         with torch.no_grad():
             out = self.model(x)
         if self.meta.get("task", "classification") != "classification":
@@ -51,6 +58,38 @@ class Snapshot:
         names = self.meta.get("class_names") or []
         labels = [names[i] if i < len(names) else i for i in idx]
         return {"version": self.version, "labels": labels, "classes": idx, "probabilities": proba.tolist()}
+
+
+def preprocessing(meta: dict, key: str) -> float | np.ndarray:
+    """The snapshot's `center` or `scale`: one number, or one per feature (a list in the JSON), as float32."""
+    value = meta.get(key, 0.0 if key == "center" else 1.0)
+    return np.asarray(value, np.float32) if isinstance(value, list) else value
+
+
+def artefact_inputs(meta: dict) -> dict:
+    """What models/artefact.py records about the inputs, for a model learned from a stream."""
+    center, scale = preprocessing(meta, "center"), preprocessing(meta, "scale")
+    standardize = None
+    if not (np.all(np.equal(center, 0.0)) and np.all(np.equal(scale, 1.0))):
+        shape = [meta["n_features"]] if isinstance(center, np.ndarray) or isinstance(scale, np.ndarray) else [1]
+        standardize = {
+            "shape": shape,
+            "mean": np.broadcast_to(np.asarray(center, np.float32), shape).tolist(),
+            "std": np.broadcast_to(np.asarray(scale, np.float32), shape).tolist(),
+        }
+    classification = meta.get("task", "classification") == "classification"
+    return {
+        "data": "stream",
+        "task": meta.get("task", "classification"),
+        "n_classes": meta["n_outputs"] if classification else None,
+        "n_outputs": meta["n_outputs"],
+        "input_shape": [meta["n_features"]],
+        "labels": list(meta.get("class_names") or []) or None,
+        "features": None,
+        "target": None,
+        "image": None,
+        "standardize": standardize,
+    }
 
 
 def freeze(model: nn.Module, version: int, meta: dict) -> Snapshot:
@@ -104,13 +143,29 @@ def write(directory: str | Path, snap: Snapshot, keep: int = 5) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"snapshot-{snap.version:08d}.safetensors"
-    weights = {k: v.detach().contiguous() for k, v in snap.model.state_dict().items()}
-    header = {"cadence-snapshot": json.dumps({"version": snap.version, **snap.meta})}
-    _atomic_write(path, lambda tmp: save_file(weights, str(tmp), metadata=header))
+    _atomic_write(path, lambda tmp: write_model(tmp, snap.model, {"version": snap.version, **snap.meta}))
     _atomic_write(directory / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
     for old in sorted(directory.glob("snapshot-*.safetensors"))[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def write_model(path: str | Path, model: nn.Module, meta: dict) -> None:
+    """`model` as a model artefact at `path` (what `cadence.load` reads), its header also holding `meta`
+    (the snapshot's JSON: model, n_features, n_outputs, task, class_names, center, scale, ...)."""
+    header = {SNAPSHOT_KEY: json.dumps(meta)}
+    if "model" not in meta:  # a module built by hand, not from a spec: cadence.load could not rebuild it
+        weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(path), metadata=header)
+        return
+    config = RunConfig(model=ModelConfig(**meta["model"]))
+    artefact.save(path, model, config, artefact_inputs(meta), metadata=header)
+
+
+def save_model(path: str | Path, model: nn.Module, meta: dict) -> Path:
+    """`write_model` to a temp name, then renamed into place (a run's final `model.safetensors`)."""
+    _atomic_write(Path(path), lambda tmp: write_model(tmp, model, meta))
+    return Path(path)
 
 
 def latest_version(directory: str | Path | None) -> int | None:
@@ -133,7 +188,7 @@ def read(path: str | Path) -> Snapshot:
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["cadence-snapshot"])
+            meta = json.loads((f.metadata() or {})[SNAPSHOT_KEY])
             weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  safe_open has no __iter__
     except (OSError, KeyError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable cadence snapshot: {err}") from None

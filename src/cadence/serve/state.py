@@ -83,6 +83,7 @@ def capture(learner: StreamLearner) -> tuple[dict, dict]:
         "metrics": _tensors(s.metrics.state_dict()),
         "gate": {k: _tensors(v) if isinstance(v, dict) else v for k, v in s.gate.state_dict().items()},
         "drift": _tensors(s.drift.state_dict()),
+        "preprocess": _tensors({k: np.asarray(v, np.float32).reshape(-1) for k, v in _preprocess(s).items()}),
         "rng": {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(legacy=False),
@@ -116,6 +117,15 @@ def restore(learner: StreamLearner, ckpt: checkpoint.Checkpoint, allow_changes: 
             f"cannot continue the stream run in {s.run_dir}: the config differs from its checkpoint's: "
             f"{'; '.join(changes[:5])}. Fix: use the same settings, pass --allow-changes, or use another --out."
         )
+    if "preprocess" in meta and not allow_changes:
+        theirs = _arrays(meta["preprocess"])
+        ours = {k: np.asarray(v, np.float32).reshape(-1) for k, v in _preprocess(s).items()}
+        if any(not np.array_equal(np.broadcast_to(ours[k], theirs[k].shape), theirs[k]) for k in ours):
+            raise ConfigError(
+                f"cannot continue the stream run in {s.run_dir}: it was learned with another standardization of "
+                "the inputs (center/scale). Fix: start it the same way (the same --from or --center/--scale), "
+                "pass --allow-changes, or use another --out."
+            )
     have = {k: tuple(v.shape) for k, v in s.model.state_dict().items()}
     if have != {k: tuple(v.shape) for k, v in ckpt.weights.items()}:
         raise ConfigError(
@@ -138,6 +148,10 @@ def restore(learner: StreamLearner, ckpt: checkpoint.Checkpoint, allow_changes: 
     torch.set_rng_state(meta["rng"]["torch"])
     np.random.set_state(meta["rng"]["numpy"])
     random.setstate(meta["rng"]["python"])
+
+
+def _preprocess(learner: StreamLearner) -> dict:
+    return {"center": learner.center, "scale": learner.scale}
 
 
 def append_history(run_dir: Path, records: list[dict], size: int) -> int:

@@ -19,18 +19,24 @@ def test_prefetched_polls_come_in_order_with_the_checks_done(tmp_path, workers):
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     reader = Prefetcher(JsonlSource(path), count=8, schema=SCHEMA, workers=workers)
-    got = []
+    got, rows, reasons = [], {}, {}
     while not reader.exhausted:
-        got += reader.read(timeout=1.0)
+        poll = reader.read(timeout=1.0)
+        if poll is None:
+            continue
+        for r, i in enumerate(poll.batch.good.tolist()):
+            rows[poll.messages[i].id] = (poll.batch.x[r], int(poll.batch.y[r]))
+        reasons.update({poll.messages[i].id: why for i, why in poll.batch.rejected.items()})
+        got += poll.messages
     reader.close()
     assert [m.id for m in got] == [str(i) for i in range(1, 51)]
     for m, line in zip(got, lines, strict=True):
         expected = parse(line, SCHEMA, m.id)
         if isinstance(expected, Rejected):
-            assert isinstance(m.parsed, Rejected) and m.parsed.reason == expected.reason
+            assert reasons[m.id] == expected.reason and m.id not in rows
         else:
-            assert isinstance(m.parsed, Sample) and m.parsed.y == expected.y
-            np.testing.assert_array_equal(m.parsed.x, expected.x)
+            assert isinstance(expected, Sample) and rows[m.id][1] == expected.y
+            np.testing.assert_array_equal(rows[m.id][0], expected.x)
 
 
 def test_the_parsing_worker_ends_with_its_reader(tmp_path):

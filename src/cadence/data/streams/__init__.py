@@ -4,10 +4,22 @@ Layer 1 (data): nothing here imports the engine; the learner that trains on a st
 """
 
 from cadence.data.streams.jsonl import JsonlSource
-from cadence.data.streams.messages import REASONS, Rejected, Sample, Schema, parse
+from cadence.data.streams.messages import REASONS, Batch, Rejected, Sample, Schema, parse, parse_many
 from cadence.data.streams.source import Message, Source
 
-__all__ = ["REASONS", "JsonlSource", "Message", "Rejected", "Sample", "Schema", "Source", "parse", "open_source"]
+__all__ = [
+    "REASONS",
+    "Batch",
+    "JsonlSource",
+    "Message",
+    "Rejected",
+    "Sample",
+    "Schema",
+    "Source",
+    "open_source",
+    "parse",
+    "parse_many",
+]
 
 
 def open_source(url: str, **kwargs) -> Source:

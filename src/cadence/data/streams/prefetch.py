@@ -12,61 +12,55 @@ import multiprocessing
 import queue
 import threading
 from collections import deque
+from dataclasses import dataclass
 
-import numpy as np
-
-from cadence.data.streams.messages import Rejected, Sample, Schema, parse
+from cadence.data.streams.messages import Batch, Schema, parse_many
 from cadence.data.streams.source import Message, Source
 
 _END = object()  # put after the last poll of a finite source
 
 
-def parse_batch(payloads: list[bytes | None], ids: list[str], schema: Schema) -> tuple:
-    """Check and parse a poll: (features of the good ones as one float32 block, [per message: None for a
-    missing body, a reason string for a rejected one, or (sample id, label) for a good one])."""
-    rows, out = [], []
-    for payload, source_id in zip(payloads, ids, strict=True):
-        if payload is None:
-            out.append(None)
-            continue
-        s = parse(payload, schema, source_id)
-        if isinstance(s, Rejected):
-            out.append(s.reason)
-        else:
-            rows.append(s.x)
-            out.append((s.id, s.y))
-    block = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, schema.n_features), np.float32)
-    return block, out
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """One read from the source, in source order, with its checks done (`batch`, by index into `messages`)."""
+
+    messages: list[Message]
+    batch: Batch
+
+
+def _check(payloads: list[bytes | None], ids: list[str], schema: Schema) -> tuple:
+    b = parse_many(payloads, ids, schema)
+    return b.x, b.y, b.labelled, b.good, b.rejected  # a tuple pickles without the class
 
 
 def _worker(requests, results, learner_ends: tuple, schema: Schema) -> None:
-    """Parse the polls that come in on `requests` until it closes (the learner ended, or was killed)."""
+    """Check the polls that come in on `requests` until it closes (the learner ended, or was killed)."""
     for end in learner_ends:  # the forked copies of the learner's ends: else closing those would not end this
         end.close()
     try:
         while True:
             item = requests.recv()
-            results.send(None if item is None else parse_batch(*item, schema))
+            results.send(None if item is None else _check(*item, schema))
     except (EOFError, OSError, KeyboardInterrupt):
         return
 
 
 class Prefetcher:
     """`read()` hands out the polls a background thread made of `source.read(count, block_ms)`, in order,
-    each message with its check already done (`Message.parsed`) when a `schema` is given.
+    each with its checks done against `schema` (`Poll.batch`).
 
     Args:
-        workers: 1 parses in a forked worker process, pipelined: the thread reads poll k+1 from the source
-            while the worker parses poll k and the learner trains on poll k-1. 0 parses in the thread.
+        workers: 1 checks in a forked worker process, pipelined: the thread reads poll k+1 from the source
+            while the worker checks poll k and the learner trains on poll k-1. 0 checks in the thread.
     """
 
     def __init__(
         self,
         source: Source,
         count: int,
+        schema: Schema,
         block_ms: int = 100,
         depth: int = 2,
-        schema: Schema | None = None,
         workers: int = 1,
     ):
         self.source, self.count, self.block_ms, self.schema = source, count, block_ms, schema
@@ -75,9 +69,9 @@ class Prefetcher:
         self._done = False
         self._proc = None
         self._threads = [threading.Thread(target=self._run, name="cadence-prefetch", daemon=True)]
-        if schema is not None and workers > 0:
-            # fork: the worker needs nothing but numpy and orjson, already imported; no second torch import.
-            # One-way pipes, each used by one thread here: the reader sends, the receiver receives.
+        if workers > 0:
+            # fork: the worker needs nothing but numpy, orjson and simdjson, already imported; no second torch
+            # import. One-way pipes, each used by one thread here: the reader sends, the receiver receives.
             ctx = multiprocessing.get_context("fork")
             req_out, self._requests = ctx.Pipe(duplex=False)
             self._results, res_in = ctx.Pipe(duplex=False)
@@ -96,19 +90,6 @@ class Prefetcher:
         for t in self._threads:
             t.start()
 
-    def _assemble(self, poll: list[Message], block: np.ndarray, results: list) -> list[Message]:
-        out, row = [], 0
-        for m, r in zip(poll, results, strict=True):
-            if r is None:
-                parsed = None
-            elif isinstance(r, str):
-                parsed = Rejected(m.id, r, m.payload)
-            else:
-                parsed = Sample(r[0], block[row], r[1])
-                row += 1
-            out.append(Message(m.id, m.payload, m.deliveries, parsed))
-        return out
-
     def _send(self, item, poll) -> bool:
         while not self._in_flight.acquire(timeout=0.1):
             if self._stop.is_set():
@@ -121,15 +102,13 @@ class Prefetcher:
         try:
             while not self._stop.is_set():
                 poll = self.source.read(self.count, self.block_ms)
-                if poll and self._proc is not None:
-                    if not self._send(([m.payload for m in poll], [m.id for m in poll]), poll):
-                        return
-                elif poll:
-                    if self.schema is not None:
-                        poll = self._assemble(
-                            poll, *parse_batch([m.payload for m in poll], [m.id for m in poll], self.schema)
-                        )
-                    self._put(poll)
+                if poll:
+                    payloads, ids = [m.payload for m in poll], [m.id for m in poll]
+                    if self._proc is not None:
+                        if not self._send((payloads, ids), poll):
+                            return
+                    else:
+                        self._put(Poll(poll, Batch(*_check(payloads, ids, self.schema))))
                 if self.source.exhausted:
                     if self._proc is not None:
                         self._send(None, _END)  # after the polls in flight
@@ -142,10 +121,10 @@ class Prefetcher:
     def _receive(self) -> None:
         try:
             while True:
-                item = self._results.recv()  # the GIL is free while the worker parses
+                item = self._results.recv()  # the GIL is free while the worker checks
                 poll = self._sent.popleft()
                 self._in_flight.release()
-                self._put(_END if item is None else self._assemble(poll, *item))
+                self._put(_END if item is None else Poll(poll, Batch(*item)))
         except (EOFError, OSError):
             return
         except BaseException as err:
@@ -163,21 +142,21 @@ class Prefetcher:
     def exhausted(self) -> bool:
         return self._done
 
-    def read(self, timeout: float = 0.1) -> list[Message]:
-        """The next poll, or [] when none came within `timeout` seconds.
+    def read(self, timeout: float = 0.1) -> Poll | None:
+        """The next poll, or None when none came within `timeout` seconds.
 
         Raises:
-            whatever the source (or the parsing) raised while reading ahead (a StreamError, say).
+            whatever the source (or the checking) raised while reading ahead (a StreamError, say).
         """
         try:
             item = self._polls.get(timeout=timeout)
         except queue.Empty:
-            return []
+            return None
         if isinstance(item, BaseException):
             raise item
         if item is _END:
             self._done = True
-            return []
+            return None
         return item
 
     def close(self) -> None:

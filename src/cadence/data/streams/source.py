@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from cadence.data.streams.messages import Rejected, Sample
+from cadence.data.streams.messages import Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,6 @@ class Message:
     id: str
     payload: bytes | None
     deliveries: int = 1
-    parsed: Sample | Rejected | None = None  # the checks' result, when a reader did them ahead (prefetch.py)
 
 
 class Source(Protocol):

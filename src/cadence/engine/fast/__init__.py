@@ -19,10 +19,10 @@ How the next strategies plug in, without a branch in the loop:
   kernel serves streams too. Predict-before-learn: each loss an engine returns is computed before its own
   update is applied (test-then-train), and `budget.max_run(strategy)` caps stream runs at one update, so a
   prediction made before yielding an update has seen every earlier one.
-- DDP: distributed.py wraps the model in DistributedDataParallel before train() builds the optimizer; the
-  predicate then falls back to the AutogradEngine (a DDP wrapper is not a built-in MLP: the reason is
-  recorded), whose backward all-reduces the gradients; the strategy yields this rank's shard as each
-  update's chunks. The finiteness check sees the all-reduced gradients, so every rank skips the same update.
+- DDP: under torchrun, loop.start takes distributed.DataParallelEngine instead of choose_engine: the
+  AutogradEngine over a DistributedDataParallel wrapper of the model, applying this process's slice of each
+  update's chunks; its backward sums the gradients of every process. The finiteness check sees the all-reduced
+  loss and gradients, so every process skips the same update.
 """
 
 from __future__ import annotations

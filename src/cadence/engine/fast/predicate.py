@@ -59,6 +59,8 @@ HONOURED_FIELDS = frozenset(
         "threads",
         "device",  # the tensors' devices are checked below
         "engine",
+        "distributed.backend",  # used only under torchrun, where DDP runs the autograd engine anyway
+        "distributed.timeout_seconds",
     }
 )
 
