@@ -1,8 +1,8 @@
 """The batch engine: updates of many samples for a built-in MLP through hand-derived gradients, with no
 autograd graph. Where the compiled kernel is built and torch's BLAS exports sgemm, a whole run of updates
 (an epoch of mini-batches, or full-batch updates chunk by chunk, gradients summed in place) goes to
-kernels/mlp_batch.c in one call; otherwise torch ops, with gathered inputs in reused buffers and, for plain SGD, the update fused into
-the gradient's matrix product. Which runs may use it is predicate.py's business."""
+kernels/mlp_batch.c in one call; otherwise torch ops, with gathered inputs in reused buffers and, for plain
+SGD, the update fused into the gradient's matrix product. Which runs may use it is predicate.py's business."""
 
 from __future__ import annotations
 
