@@ -1,7 +1,7 @@
 """Claim 3: full-batch gradient descent on all 60,000 Fashion-MNIST samples: seconds per exact-gradient update.
 
-Cadence's full-batch strategy (chunks of 8192 samples, gradients summed) against the plain eager loop that
-pushes the whole set through one forward/backward.
+Cadence's full-batch strategy (memory-bounded chunks, gradients summed) against the plain eager loop that
+pushes the whole set through one forward/backward, interleaved round by round.
 """
 
 from __future__ import annotations
@@ -14,39 +14,28 @@ import bench_minibatch
 import ceiling
 import fashion
 import references as ref
+from bench_online import row
 from cadence.engine import train
-from common import FLOPS_PER_SAMPLE, REPEATS, fresh_model, initial_state, threads
+from common import RUN, flops_per_sample, fresh_model, initial_state, interleaved, threads
 
 LR, UPDATES = 0.1, 3
 THREADS = bench_minibatch.THREADS
 
 
-def cadence_seconds(data, state, autograd: bool = False) -> tuple[list[float], int]:
-    """Seconds per update of REPEATS runs, and the threads the runs used (the default chooses them)."""
-    out = []
-    for _ in range(REPEATS):
-        run = train(
-            fresh_model(state),
-            data,
-            strategy="full-batch",
-            optimizer="gd",
-            lr=LR,
-            max_epochs=UPDATES,
-            threads=THREADS,
-            engine="autograd" if autograd else "auto",  # autograd: the general path, for comparison
-        )
-        out.append(run.train_seconds / run.updates)
-    return out, run.threads
-
-
-def row(system: str, seconds: list[float], note: str = "", n_threads: int | None = None) -> dict:
-    return {
-        "system": system,
-        "seconds_per_update": statistics.median(seconds),
-        "seconds": seconds,
-        "threads": n_threads or torch.get_num_threads(),
-        "note": note,
-    }
+def cadence_seconds(data, state, autograd: bool = False) -> tuple[float, int]:
+    """Seconds per update of one run of UPDATES updates, and the threads it used (the default chooses them)."""
+    run = train(
+        fresh_model(state),
+        data,
+        strategy="full-batch",
+        optimizer="gd",
+        lr=LR,
+        max_epochs=UPDATES,
+        threads=THREADS,
+        engine="autograd" if autograd else "auto",  # autograd: the general path, for comparison
+        **RUN,
+    )
+    return run.train_seconds / run.updates, run.threads
 
 
 def main() -> dict:
@@ -57,20 +46,47 @@ def main() -> dict:
 
 
 def _measure(data, state) -> dict:
-    fast, fast_threads = cadence_seconds(data, state)
-    slow, slow_threads = cadence_seconds(data, state, autograd=True)
+    used: dict[str, int] = {}
+    best = ceiling.Best(8192, THREADS)
+
+    def cadence(name: str):
+        def measure(_r: int) -> float:
+            seconds, used[name] = cadence_seconds(data, state, autograd=name == "autograd")
+            return seconds
+
+        return measure
+
+    def plain(_r: int) -> float:
+        return statistics.median(ref.plain_full_batch(fresh_model(state), data.x_train, data.y_train, LR, UPDATES))
+
+    measured = interleaved(
+        {"fast": cadence("fast"), "autograd": cadence("autograd"), "plain": plain, "ceiling": best.measure}
+    )
+    unit = "seconds_per_update"
     rows = [
-        row("cadence full-batch", fast, "batch engine, chunks of 8192", fast_threads),
-        row("cadence full-batch, autograd path", slow, "autograd", slow_threads),
+        row(
+            "cadence full-batch",
+            measured["fast"],
+            used["fast"],
+            note=f"batch engine, {UPDATES} updates per round",
+            unit=unit,
+        ),
+        row(
+            "cadence full-batch, autograd path", measured["autograd"], used["autograd"], note="autograd", unit=unit
+        ),
+        row(
+            "plain eager loop, whole set at once",
+            measured["plain"],
+            torch.get_num_threads(),
+            note=f"median of {UPDATES} updates per round",
+            unit=unit,
+        ),
     ]
-    plain = ref.plain_full_batch(fresh_model(state), data.x_train, data.y_train, LR, REPEATS * UPDATES)
-    rows.append(row("plain eager loop, whole set at once", plain))
-    _, rate = ceiling.samples_per_s(8192, THREADS)
-    best = len(data.x_train) * FLOPS_PER_SAMPLE / (rate * 1e9)
+    summary, n = best.summary(), len(data.x_train)
     return {
         "rows": rows,
-        "ceiling_seconds_per_update": best,
-        "ceiling_gflops": rate,
+        **summary,
+        "ceiling_seconds_per_update": n * flops_per_sample(n) / (summary["ceiling_gflops"] * 1e9),
         "reference": rows[2]["system"],
     }
 

@@ -1,5 +1,5 @@
-"""What every benchmark shares: the model with its fixed initial weights, timing by median of repeats, the
-machine's load, and writing bench/results/<claim>.json."""
+"""What every benchmark shares: the model with its fixed initial weights, interleaved repeats summarized by
+median and range, the machine's load, and writing bench/results/<claim>.json."""
 
 from __future__ import annotations
 
@@ -17,12 +17,21 @@ from cadence.models.builders import MLP
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [128, 64]
-REPEATS = int(os.environ.get("CADENCE_BENCH_REPEATS", "3"))
-# FLOPs of one sample's update of the 784-128-64-10 MLP: forward 2*MACs, weight gradients 2*MACs, input
-# gradients of the two upper layers, and 2 per parameter for the SGD update.
+REPEATS = max(1, int(os.environ.get("CADENCE_BENCH_REPEATS", "5")))
+# Every train() call of the benches: the run as the claim states it, not the library's defaults that learn
+# (early stopping on a validation split the benches' data do not hold out).
+RUN = dict(early_stopping_metric=None)
+# FLOPs of the 784-128-64-10 MLP's updates: per sample, forward 2*MACs, weight gradients 2*MACs and the input
+# gradients of the two upper layers; per update, 2 per parameter for the SGD step (once for all its samples).
 MACS = 784 * 128 + 128 * 64 + 64 * 10
 PARAMS = MACS + 128 + 64 + 10
-FLOPS_PER_SAMPLE = 2 * MACS + 2 * MACS + 2 * (128 * 64 + 64 * 10) + 2 * PARAMS
+FLOPS_PER_SAMPLE = 2 * MACS + 2 * MACS + 2 * (128 * 64 + 64 * 10)
+FLOPS_PER_STEP = 2 * PARAMS
+
+
+def flops_per_sample(batch: int) -> float:
+    """FLOPs per trained sample at `batch` samples per update (the step's share included)."""
+    return FLOPS_PER_SAMPLE + FLOPS_PER_STEP / batch
 
 
 def initial_state() -> dict[str, torch.Tensor]:
@@ -37,10 +46,29 @@ def fresh_model(state: dict[str, torch.Tensor]) -> MLP:
     return model
 
 
-def median_rate(measure: Callable[[], float], repeats: int = REPEATS) -> tuple[float, list[float]]:
-    """Median of `repeats` calls of `measure` (each returns samples/s), and all of them."""
-    rates = [measure() for _ in range(repeats)]
-    return statistics.median(rates), rates
+def interleaved(systems: dict[str, Callable[[int], float]], repeats: int = REPEATS) -> dict[str, list[float]]:
+    """Each system's measurements over `repeats` rounds; every round measures every system once (A B C,
+    B C A, ...: the order turns each round), so a burst of load on a shared machine hits them all alike.
+    `measure(round)` returns one figure (samples/s, or seconds per update)."""
+    names = list(systems)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            out[name].append(systems[name](r))
+    return out
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min and max of a list of figures."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def ratios(ours: list[float], theirs: list[float], higher_is_better: bool = True) -> dict | None:
+    """Speed-up of ours over theirs, round by round (each pair measured in the same round), as a spread."""
+    if len(ours) != len(theirs) or not ours:
+        return None
+    per_round = [a / b if higher_is_better else b / a for a, b in zip(ours, theirs, strict=True)]
+    return {**spread(per_round), "by_round": per_round}
 
 
 def timed(fn: Callable[[], object]) -> float:

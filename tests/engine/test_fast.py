@@ -14,7 +14,7 @@ from torch import nn
 from cadence.config import build_config
 from cadence.data.datasets import from_arrays
 from cadence.engine import Callback, StopReason, fast, train
-from cadence.engine.fast import predicate
+from cadence.engine.fast import compiled, predicate
 from cadence.engine.loop import resolve_config
 from cadence.engine.strategies import Update
 from cadence.errors import DataError
@@ -152,8 +152,24 @@ def assert_run_as_close_as_autograd(runs):
 
 
 @pytest.mark.parametrize("name", ["gd", "adam"])
-def test_chunked_full_batch_on_the_batch_engine_is_as_close_to_float64_as_autograd(digits, name):
-    runs = run_three(digits, strategy="full-batch", chunk_size=500, optimizer=name, max_epochs=30)
+@pytest.mark.parametrize("chunk_size", [500, 8192])  # 8192: one chunk, in the kernel's blocks of 1024 rows
+def test_chunked_full_batch_on_the_batch_engine_is_as_close_to_float64_as_autograd(digits, name, chunk_size):
+    runs = run_three(digits, strategy="full-batch", chunk_size=chunk_size, optimizer=name, max_epochs=30)
+    assert runs[0][0].engine == "batch"
+    assert_run_as_close_as_autograd(runs)
+
+
+@pytest.mark.parametrize(("name", "lr", "weight_decay"), OPTIMIZERS)
+@pytest.mark.parametrize("strategy", ["mini-batch", "full-batch"])
+def test_the_batch_engine_without_the_batch_kernel_is_as_close_to_float64_as_autograd(
+    monkeypatch, digits, name, lr, weight_decay, strategy
+):
+    # Where torch's BLAS exports no usable sgemm the batch engine runs in torch ops: the same judgement.
+    monkeypatch.setattr(compiled, "torch_sgemm", lambda: None)
+    settings = dict(
+        strategy=strategy, batch_size=8, chunk_size=500, optimizer=name, lr=lr, weight_decay=weight_decay
+    )
+    runs = run_three(digits, **settings, max_updates=300 if strategy == "mini-batch" else 30)
     assert runs[0][0].engine == "batch"
     assert_run_as_close_as_autograd(runs)
 
@@ -314,4 +330,7 @@ def test_a_callback_changing_the_learning_rate_has_the_autograd_effect(digits, s
         for engine in ("auto", "autograd")
     ]
     assert runs[0].engine != "autograd"
-    assert distance(runs[0].model.parameters(), runs[1].model.parameters()) < 1e-5
+    # Ignoring the change moves the weights by 2.6e-3 from autograd's (Adam, the default); the engines' own
+    # rounding after 400 Adam updates is 1.1e-5 in the batch kernel (its exp and sgemm calls are not torch's to
+    # the bit: measured on this digits run) and below 1e-6 in the online kernel.
+    assert distance(runs[0].model.parameters(), runs[1].model.parameters()) < 1e-4

@@ -1,9 +1,12 @@
-"""The batch engine: updates of many samples for a built-in MLP through hand-derived gradients in torch ops,
-with no autograd graph, gathered inputs in reused buffers, and for plain SGD the update fused into the
-gradient's matrix product. Which runs may use it is predicate.py's business."""
+"""The batch engine: updates of many samples for a built-in MLP through hand-derived gradients, with no
+autograd graph. Where the compiled kernel is built and torch's BLAS exports sgemm, a whole run of updates
+(an epoch of mini-batches, or full-batch updates chunk by chunk, gradients summed in place) goes to
+kernels/mlp_batch.c in one call; otherwise torch ops, with gathered inputs in reused buffers and, for plain
+SGD, the update fused into the gradient's matrix product. Which runs may use it is predicate.py's business."""
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Sequence
 
@@ -11,22 +14,76 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cadence.engine.fast import compiled
 from cadence.engine.fast.predicate import mlp_layers, optimizer_kind
 from cadence.engine.step import Applied, gradients_finite, step_schedule
 from cadence.engine.strategies import Update
+from cadence.errors import DataError
 
 # Half of float32's largest value: a bound on a gradient's sums below it leaves room for their rounding.
 _SAFE = torch.finfo(torch.float32).max / 2
 
 
+class _BatchKernel(compiled.Bound):
+    """Runs of updates in kernels/mlp_batch.c, with the products in torch's sgemm."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, x, y, task: str, sgemm: int):
+        super().__init__(model, optimizer, task)
+        self.x, self.y, self.sgemm = x, y, sgemm
+        self.dims = [self.linears[0].in_features] + [lin.out_features for lin in self.linears]
+        self.rows = 0  # rows of the largest chunk seen: the kernel's buffers hold one chunk
+        self._idx = torch.empty(0, dtype=torch.int64)
+
+    def apply(self, updates: Sequence[Update]) -> tuple[torch.Tensor, int]:
+        chunks = [c for u in updates for c in u.chunks]
+        self.rows = max(self.rows, *(len(c) for c in chunks))
+        d, r = self.dims, self.rows
+        work = (
+            r * sum(d) + r * sum(d[1:]) + sum(a * b + b for a, b in zip(d[:-1], d[1:], strict=True)) + max(d[1:])
+        )
+        net = self.net(work)
+        net.sgemm, net.max_rows = self.sgemm, r
+        total = sum(u.n_samples for u in updates)
+        if len(self._idx) < total:  # reused: a fresh 0.5 MB index tensor per epoch faults in new pages
+            self._idx = torch.empty(total, dtype=torch.int64)
+        idx = torch.cat(chunks, out=self._idx[:total])
+        n_chunks = torch.tensor([len(u.chunks) for u in updates], dtype=torch.int64)
+        sizes = torch.tensor([len(c) for c in chunks], dtype=torch.int64)
+        losses = torch.empty(len(updates))
+        y_int, y_float = self.targets(self.y)
+        done = compiled.kernel().cadence_mlp_batch(
+            ctypes.byref(net),
+            self.x.data_ptr(),
+            d[0],
+            y_int,
+            y_float,
+            idx.data_ptr(),
+            n_chunks.data_ptr(),
+            sizes.data_ptr(),
+            len(updates),
+            losses.data_ptr(),
+        )
+        self.count_steps(done)
+        if net.status == compiled.STATUS_BAD_TARGET:
+            rows = torch.cat(updates[done].chunks)
+            labels = self.y[rows]
+            bad = int(rows[((labels < 0) | (labels >= d[-1])).nonzero()[0, 0]])
+            raise DataError(
+                f"label {int(self.y[bad])} at training row {bad} is outside the model's {d[-1]} classes; "
+                f"the {done} updates before it were applied. "
+                "Fix: map the labels to 0..K-1, or build the model with more outputs."
+            )
+        return losses[:done], done
+
+
 class BatchEngine:
-    """Batches through hand-derived gradients in torch ops. Plain SGD on one chunk: every layer's gradient
-    is checked finite, then W.addmm_(d.T, a, alpha=-lr) applies it without forming it. Other optimizers (and
-    chunked updates) get the summed gradient in `.grad`, the same check as autograd's, and torch's own
+    """Batches through hand-derived gradients: in the compiled kernel (a run of updates per call) where it
+    is built, else in torch ops. In torch ops, plain SGD on one chunk: every layer's gradient is checked
+    finite, then W.addmm_(d.T, a, alpha=-lr) applies it without forming it. Other optimizers (and chunked
+    updates) get the summed gradient in `.grad`, the same check as autograd's, and torch's own
     `optimizer.step()`."""
 
     name = "batch"
-    max_run = 16  # each update is its own Python call here: longer runs would gain nothing
 
     def __init__(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, x, y, task: str, fallback=None
@@ -42,6 +99,11 @@ class BatchEngine:
         self.fallback = fallback  # set when a one-sample run takes this engine because the kernel is missing
         self._bufs: dict[int, list[torch.Tensor]] = {}
         self._flat: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        lib, sgemm = compiled.kernel(), compiled.torch_sgemm()
+        self._kernel = _BatchKernel(model, optimizer, self.x, y, task, sgemm) if lib and sgemm else None
+        # Updates per call: an epoch of mini-batches of 100 in the kernel (which bounds how late a max_seconds
+        # budget acts to well under a second); in torch ops each update is its own Python call anyway.
+        self.max_run = 1024 if self._kernel else 16
 
     def _buffers(self, rows: int) -> list[torch.Tensor]:
         """Reused outputs for a chunk of `rows` samples: the gathered inputs, each layer's output and each
@@ -148,6 +210,10 @@ class BatchEngine:
 
     def apply(self, updates: Sequence[Update]) -> Applied:
         """Train the updates in order, stopping before the first whose loss or gradient is not finite."""
+        if self._kernel is not None:
+            losses, done = self._kernel.apply(updates)
+            step_schedule(self.scheduler, done)
+            return Applied(losses, done)
         losses = torch.empty(len(updates))
         group = self.optimizer.param_groups[0]
         lr, fused_sgd = group["lr"], self.kind == "sgd" and group["weight_decay"] == 0

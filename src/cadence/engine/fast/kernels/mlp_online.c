@@ -10,63 +10,19 @@
  * FMA) and the baseline, and the loader picks the clone for the CPU it runs on (GCC target_clones, an ifunc).
  * fmaf is exactly rounded in every clone (an instruction in v3/v4, libm's in the baseline), so the clones
  * differ only in how many lanes the dot products sum at once.
+ *
+ * Where the time goes (issue 15): the first layer's weights (784 x 128 floats, 401 KB: 92% of the model) sit
+ * in L2, and an update must read them for the forward pass and read and write them for the update. So
+ * (1) the first layer's update of sample t is fused with its forward pass of sample t+1: each block of rows is
+ * updated, then dotted with the next input while still in L1, one trip through L2 instead of two; (2) the
+ * products run four rows at a time, four independent sums (one sum's chain of dependent FMAs is
+ * latency-bound: 4 cycles per vector); (3) denormals are flushed for the call (FTZ/DAZ, restored after): an
+ * Adam or momentum buffer decaying toward zero on a dead unit otherwise takes a microcode assist per entry,
+ * 100x slower. A flushed value is below 1.2e-38, and no weight changes by it.
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-enum { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2, ACT_LEAKY_RELU = 3 };
-enum { LOSS_CROSS_ENTROPY = 0, LOSS_MSE = 1 };
-enum { OPT_SGD = 0, OPT_MOMENTUM = 1, OPT_NESTEROV = 2, OPT_ADAM = 3, OPT_ADAMW = 4 };
-
-/* Bumped whenever Net or the entry point changes: the loader refuses a kernel built from other source. */
-#define CADENCE_KERNEL_ABI 2
-
-/* Why a call returned before its last update (Net.status). */
-enum { STATUS_DONE = 0, STATUS_NONFINITE = 1, STATUS_BAD_TARGET = 2 };
-
-#ifdef CLONES /* -DCLONES= builds for the compiler's target alone (to try one instruction set) */
-#elif defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
-/* Helpers are inlined into each clone, so they are compiled for its instruction set too. */
-#define INLINE static inline __attribute__((always_inline))
+#include "mlp_common.h"
 
 int64_t cadence_mlp_online_abi(void) { return CADENCE_KERNEL_ABI; }
-
-typedef struct {
-    int64_t n_layers;         /* Linear layers; hidden activations sit between them */
-    const int64_t *dims;      /* n_layers + 1 widths: inputs, hidden..., outputs */
-    float **w, **b;           /* layer l: w[l] is dims[l+1] x dims[l] row-major (nn.Linear.weight), b[l] */
-    float **s1w, **s1b;       /* momentum buffer, or Adam's exp_avg (NULL for plain SGD) */
-    float **s2w, **s2b;       /* Adam's exp_avg_sq */
-    int64_t act, loss, opt;
-    float lr, momentum, weight_decay, beta1, beta2, eps;
-    double step;              /* Adam: updates already taken (torch's state["step"]) */
-    float *work;              /* 3 * sum(dims) floats of scratch */
-    int64_t status;           /* out: STATUS_* of the last call */
-} Net;
-
-INLINE float act_fwd(int64_t act, float z) {
-    switch (act) {
-    case ACT_RELU: return z < 0.0f ? 0.0f : z; /* NaN passes through, as in torch.relu */
-    case ACT_TANH: return tanhf(z);
-    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-z));
-    default: return z > 0.0f ? z : z * 0.01f;
-    }
-}
-
-/* d(activation)/dz written through the output a, as torch's backward formulas do. */
-INLINE float act_grad(int64_t act, float a) {
-    switch (act) {
-    case ACT_RELU: return a > 0.0f ? 1.0f : 0.0f;
-    case ACT_TANH: return 1.0f - a * a;
-    case ACT_SIGMOID: return (1.0f - a) * a;
-    default: return a > 0.0f ? 1.0f : 0.01f;
-    }
-}
 
 INLINE float dot(const float *restrict w, const float *restrict a, int64_t n) {
     float s = 0.0f;
@@ -75,16 +31,34 @@ INLINE float dot(const float *restrict w, const float *restrict a, int64_t n) {
     return s;
 }
 
-/* Largest |x[j]|, or NaN when any entry is not finite (x - x is NaN exactly for inf and NaN). */
-INLINE float absmax(const float *restrict x, int64_t n) {
-    float m = 0.0f, bad = 0.0f;
-#pragma omp simd reduction(max : m) reduction(+ : bad)
-    for (int64_t j = 0; j < n; j++) {
-        const float v = fabsf(x[j]);
-        m = v > m ? v : m;
-        bad += x[j] - x[j];
+/* z[i] = w_i . a + b[i] for rows [lo, hi): four rows at a time, each row summed exactly as `dot` sums it
+ * (four reductions in one loop are four independent chains of FMAs sharing each load of a). */
+INLINE void rows_dot(const float *restrict w, const float *restrict b, const float *restrict a, int64_t in,
+                     int64_t lo, int64_t hi, float *restrict z) {
+    int64_t i = lo;
+    for (; i + 4 <= hi; i += 4) {
+        const float *w0 = w + i * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int64_t j = 0; j < in; j++) {
+            s0 = fmaf(w0[j], a[j], s0);
+            s1 = fmaf(w1[j], a[j], s1);
+            s2 = fmaf(w2[j], a[j], s2);
+            s3 = fmaf(w3[j], a[j], s3);
+        }
+        z[i] = s0 + b[i];
+        z[i + 1] = s1 + b[i + 1];
+        z[i + 2] = s2 + b[i + 2];
+        z[i + 3] = s3 + b[i + 3];
     }
-    return m + bad;
+    for (; i < hi; i++) z[i] = dot(w + i * in, a, in) + b[i];
+}
+
+/* Exported for bench/ceiling.py: `reps` products of the kernel's own forward (z = W a + b, W out x in), so
+ * the bench's ceiling counts the kernel's inner products among the machine's best measured rates. */
+CLONES void cadence_mlp_rows_dot(const float *w, const float *b, const float *a, int64_t out, int64_t in,
+                                 float *z, int64_t reps) {
+    for (int64_t r = 0; r < reps; r++) rows_dot(w, b, a, in, 0, out, z);
 }
 
 /* Whether every entry of a layer's gradient is finite: the weight gradient's entries are the products
@@ -93,56 +67,6 @@ INLINE float absmax(const float *restrict x, int64_t n) {
 INLINE int gradient_finite(const float *d, int64_t n_out, const float *a, int64_t n_in) {
     const float md = absmax(d, n_out), ma = absmax(a, n_in);
     return isfinite(md) && isfinite(ma) && isfinite(md * ma);
-}
-
-/* One row of one layer: gradient row g = d * a (+ weight decay), optimizer update in place. */
-INLINE void update_row(const Net *net, float *restrict w, float *restrict s1, float *restrict s2, float d,
-                       const float *restrict a, int64_t n, float step_size, float bc2_sqrt) {
-    const float nlr = -net->lr, wd = net->weight_decay, m = net->momentum;
-    switch (net->opt) {
-    case OPT_SGD:
-        if (wd == 0.0f) {
-#pragma omp simd
-            for (int64_t j = 0; j < n; j++) w[j] = fmaf(d * a[j], nlr, w[j]);
-        } else {
-#pragma omp simd
-            for (int64_t j = 0; j < n; j++) w[j] = fmaf(fmaf(w[j], wd, d * a[j]), nlr, w[j]);
-        }
-        break;
-    case OPT_MOMENTUM:
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
-            float g = fmaf(w[j], wd, d * a[j]);
-            float v = s1[j] * m + g;
-            s1[j] = v;
-            w[j] = fmaf(v, nlr, w[j]);
-        }
-        break;
-    case OPT_NESTEROV:
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
-            float g = fmaf(w[j], wd, d * a[j]);
-            float v = s1[j] * m + g;
-            s1[j] = v;
-            w[j] = fmaf(fmaf(v, m, g), nlr, w[j]);
-        }
-        break;
-    default: { /* Adam, AdamW */
-        const float b1w = 1.0f - net->beta1, b2 = net->beta2, b2w = 1.0f - net->beta2, eps = net->eps;
-        const float adam_wd = net->opt == OPT_ADAM ? wd : 0.0f;
-        const float decay = net->opt == OPT_ADAMW ? 1.0f - net->lr * wd : 1.0f;
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
-            float p = w[j] * decay;
-            float g = fmaf(p, adam_wd, d * a[j]);
-            float mm = s1[j] + b1w * (g - s1[j]);
-            float vv = s2[j] * b2 + b2w * g * g;
-            s1[j] = mm;
-            s2[j] = vv;
-            w[j] = p + (-step_size) * (mm / (sqrtf(vv) / bc2_sqrt + eps));
-        }
-    }
-    }
 }
 
 /* Loss of one sample (reduction "sum" over outputs) and its gradient wrt the outputs, into `delta`. */
@@ -168,10 +92,34 @@ INLINE float loss_and_delta(const Net *net, const float *out, int64_t k, const i
     return total;
 }
 
+/* Update rows [lo, hi) of layer l (and their biases) with output gradient `delta` and input `a`. */
+INLINE void update_rows(const Net *net, int64_t l, const float *restrict delta, const float *restrict a,
+                        int64_t lo, int64_t hi, int sparse, float step_size, float bc2_sqrt) {
+    const int64_t in = net->dims[l];
+    for (int64_t i = lo; i < hi; i++) {
+        const float d = delta[i];
+        /* Plain SGD: a zero gradient row changes nothing (w + (-lr) * 0 == w), so skip it. */
+        if (sparse && d == 0.0f) continue;
+        float *s1 = net->s1w ? net->s1w[l] + i * in : NULL, *s2 = net->s2w ? net->s2w[l] + i * in : NULL;
+        update_row(net, net->w[l] + i * in, s1, s2, d, a, in, step_size, bc2_sqrt);
+    }
+    /* Biases: the gradient row is delta itself (a == 1). */
+    const float one = 1.0f;
+    for (int64_t i = lo; i < hi; i++) {
+        float *s1 = net->s1b ? net->s1b[l] + i : NULL, *s2 = net->s2b ? net->s2b[l] + i : NULL;
+        update_row(net, net->b[l] + i, s1, s2, delta[i], &one, 1, step_size, bc2_sqrt);
+    }
+}
+
 /* Train `n_updates` updates of one sample each, rows idx[0..n_updates) of X. Writes each loss to `losses`.
  * Stops before the first update whose target is out of range (STATUS_BAD_TARGET) or whose loss or gradient
  * is not finite (STATUS_NONFINITE), leaving weights and optimizer state exactly as they were: every layer's
- * gradient is known, and checked, before the first write. Returns the number of updates applied. */
+ * gradient is known, and checked, before the first write. Returns the number of updates applied.
+ *
+ * The first layer's update of sample u is fused with its forward pass of sample u + 1 (which only reads that
+ * layer's new weights and the next input row): the next pre-activation is left in acts[1]. Rows are updated
+ * and dotted in the same blocks of four as an unfused forward pass, so the sums do not depend on where a
+ * call begins or ends. */
 CLONES int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, const int64_t *yi,
                                   const float *yf, const int64_t *idx, int64_t n_updates, float *losses) {
     const int64_t L = net->n_layers;
@@ -192,27 +140,30 @@ CLONES int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, 
             q += dims[l + 1];
         }
     }
+    FLUSH_DENORMALS();
     net->status = STATUS_DONE;
     const int sparse = net->opt == OPT_SGD && net->weight_decay == 0.0f;
-    for (int64_t u = 0; u < n_updates; u++) {
+    int64_t u = 0;
+    int have_next = 0; /* acts[1] already holds this update's first-layer pre-activation */
+    for (; u < n_updates; u++) {
         const int64_t row = idx[u];
         if (net->loss == LOSS_CROSS_ENTROPY && (yi[row] < 0 || yi[row] >= dims[L])) {
             net->status = STATUS_BAD_TARGET;
-            return u;
+            break;
         }
         acts[0] = (float *)(X + row * n_features);
         for (int64_t l = 0; l < L; l++) {
             const int64_t in = dims[l], out = dims[l + 1];
-            const float *w = net->w[l], *b = net->b[l], *a = acts[l];
             float *z = acts[l + 1];
-            for (int64_t i = 0; i < out; i++) z[i] = dot(w + i * in, a, in) + b[i];
+            if (l > 0 || !have_next) rows_dot(net->w[l], net->b[l], acts[l], in, 0, out, z);
             if (l < L - 1)
                 for (int64_t i = 0; i < out; i++) z[i] = act_fwd(net->act, z[i]);
         }
+        have_next = 0;
         const float loss = loss_and_delta(net, acts[L], dims[L], yi, yf, row, deltas[L - 1]);
         if (!isfinite(loss)) {
             net->status = STATUS_NONFINITE;
-            return u;
+            break;
         }
 
         /* Backward through the old weights: the input gradient of layer l, times the activation's
@@ -231,11 +182,11 @@ CLONES int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, 
             }
             for (int64_t j = 0; j < in; j++) below[j] *= act_grad(net->act, acts[l][j]);
         }
-        for (int64_t l = 0; l < L; l++) {
-            if (!gradient_finite(deltas[l], dims[l + 1], acts[l], dims[l])) {
-                net->status = STATUS_NONFINITE;
-                return u;
-            }
+        int finite = 1;
+        for (int64_t l = 0; l < L && finite; l++) finite = gradient_finite(deltas[l], dims[l + 1], acts[l], dims[l]);
+        if (!finite) {
+            net->status = STATUS_NONFINITE;
+            break;
         }
         losses[u] = loss;
 
@@ -247,23 +198,19 @@ CLONES int64_t cadence_mlp_online(Net *net, const float *X, int64_t n_features, 
             step_size = (float)((double)net->lr / bc1);
             bc2_sqrt = (float)sqrt(bc2);
         }
-        for (int64_t l = L - 1; l >= 0; l--) {
-            const int64_t in = dims[l], out = dims[l + 1];
-            const float *delta = deltas[l];
-            for (int64_t i = 0; i < out; i++) {
-                const float d = delta[i];
-                /* Plain SGD: a zero gradient row changes nothing (w + (-lr) * 0 == w), so skip it. */
-                if (sparse && d == 0.0f) continue;
-                float *s1 = net->s1w ? net->s1w[l] + i * in : NULL, *s2 = net->s2w ? net->s2w[l] + i * in : NULL;
-                update_row(net, net->w[l] + i * in, s1, s2, d, acts[l], in, step_size, bc2_sqrt);
-            }
-            /* Biases: the gradient row is delta itself (a == 1). */
-            const float one = 1.0f;
-            for (int64_t i = 0; i < out; i++) {
-                float *s1 = net->s1b ? net->s1b[l] + i : NULL, *s2 = net->s2b ? net->s2b[l] + i : NULL;
-                update_row(net, net->b[l] + i, s1, s2, delta[i], &one, 1, step_size, bc2_sqrt);
-            }
+        for (int64_t l = L - 1; l > 0; l--)
+            update_rows(net, l, deltas[l], acts[l], 0, dims[l + 1], sparse, step_size, bc2_sqrt);
+        /* The first layer: its rows updated, then (while they are in L1) dotted with the next input. acts[1]
+         * (this sample's hidden output) is no longer read: the layers above are updated. */
+        const int64_t in = dims[0], out = dims[1];
+        const float *next = u + 1 < n_updates ? X + idx[u + 1] * n_features : NULL;
+        for (int64_t lo = 0; lo < out; lo += 4) {
+            const int64_t hi = lo + 4 < out ? lo + 4 : out;
+            update_rows(net, 0, deltas[0], acts[0], lo, hi, sparse, step_size, bc2_sqrt);
+            if (next) rows_dot(net->w[0], net->b[0], next, in, lo, hi, acts[1]);
         }
+        have_next = next != NULL;
     }
-    return n_updates;
+    RESTORE_DENORMALS();
+    return u;
 }
