@@ -2,7 +2,7 @@
 
 While a CPU-bound competitor runs on every core (`python -c "while True: pass"`, started and stopped by this
 script, by PID), each workload trains with the default threads, `threads=1` and `threads=2`, interleaved
-(default, 1, 2, default, 1, 2, ...). The default must be within 1.3x of the best of the other two. The same
+(in an order that turns each round). The default must be within 1.3x of the best of the other two. The same
 rounds without competitors show what the choice costs on a quiet machine.
 
     PYTHONPATH=src python bench/bench_busy.py            # or: make bench (the "busy" claim)
@@ -69,9 +69,14 @@ def rounds(work: dict[str, tuple], repeats: int) -> tuple[dict, dict]:
     each setting used."""
     rates: dict[str, dict[str, list[float]]] = {name: {s: [] for s in SETTINGS} for name in work}
     used: dict[str, dict[str, set[int]]] = {name: {s: set() for s in SETTINGS} for name in work}
-    for _ in range(repeats):
+    order = list(SETTINGS.items())
+    for k in range(repeats):
+        # The order turns each round (default, 1, 2; 1, 2, default; ...). With a fixed order `default` always
+        # ran first, right after the previous workload's two-thread runs, and measured 0.69-0.76x of the
+        # identical `--threads 1` (both one thread): a slot effect, which turning spreads over every setting.
+        turned = order[k % len(order) :] + order[: k % len(order)]
         for name, (data, settings) in work.items():
-            for label, threads in SETTINGS.items():
+            for label, threads in turned:
                 r, n = rate(data, settings, threads)
                 rates[name][label].append(r)
                 used[name][label].add(n)
