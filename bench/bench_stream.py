@@ -29,6 +29,7 @@ import redis
 
 import fashion
 from cadence.config import build_config
+from cadence.data.datasets import FASHION_CLASSES
 from cadence.data.streams.redis import RedisSource
 from cadence.serve import Server, StreamLearner, create_app
 from common import write
@@ -178,18 +179,7 @@ def stream_run(workdir: Path) -> dict:
                     "n_classes": 10,
                     "center": fashion.MEAN * 255,
                     "scale": fashion.STD * 255,
-                    "class_names": [
-                        "T-shirt/top",
-                        "Trouser",
-                        "Pullover",
-                        "Dress",
-                        "Coat",
-                        "Sandal",
-                        "Shirt",
-                        "Sneaker",
-                        "Bag",
-                        "Ankle boot",
-                    ],  # fmt: skip
+                    "class_names": FASHION_CLASSES,
                 },
             }
         )
