@@ -57,3 +57,4 @@ bench: $(STAMP) system-deps $(VENV)/.bench-installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	find src -name '*.so' -delete  # the compiled kernels pip builds in place (also ones left by an older layout)
