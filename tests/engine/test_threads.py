@@ -1,7 +1,12 @@
 """The thread policy: one torch thread for small products or a busy machine, more only for large products on
-idle cores, `threads` always wins, and the caller's thread count comes back after the run."""
+idle cores, `threads` always wins, and the caller's thread count comes back after the run; the idle cores are
+the ones other processes leave idle, this process's own CPU time not counted."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -53,6 +58,14 @@ def test_large_products_use_the_idle_cores_and_a_busy_machine_gets_one_thread(wi
     assert _threads(wide, strategy="full-batch") == 1
 
 
+def test_small_runs_never_pay_for_the_look_at_the_machine(digits, monkeypatch):
+    def watched() -> int:
+        raise AssertionError("idle_cores ran for a run whose products are too small to split")
+
+    monkeypatch.setattr(options, "idle_cores", watched)
+    assert _threads(digits, strategy="mini-batch") == 1
+
+
 def test_one_sample_updates_on_the_kernel_use_one_thread(digits, two_cores):
     two_cores(2)
     assert _threads(digits, strategy="online") == 1
@@ -71,3 +84,50 @@ def test_the_forward_flops_count_convolutions_per_output_position():
     assert options.forward_flops(model, torch.zeros(1, 1, 28, 28)) > 10 * 2 * params
     mlp = cadence.models.build_model(cadence.RunConfig().model, (64,), 10)  # 64-128-64-10: each weight once
     assert options.forward_flops(mlp, torch.zeros(1, 64)) == 2 * sum(p.numel() for p in mlp.parameters())
+
+
+def _scripted(monkeypatch, looks: list[options.CpuSample]) -> int:
+    """idle_cores over scripted looks at /proc/stat (no waiting between them)."""
+    looks = iter(looks)
+    monkeypatch.setattr(options, "_cpu_sample", lambda cpus: next(looks))
+    monkeypatch.setattr(options, "WINDOW_SECONDS", 0.0)
+    return options.idle_cores()
+
+
+def test_this_process_s_own_cpu_time_is_not_counted_as_busy_cores(monkeypatch):
+    n, hz = len(os.sched_getaffinity(0)), os.sysconf("SC_CLK_TCK")
+    window = 0.1
+    every_core_busy = round(n * window * hz)  # busy ticks of the usable CPUs over the window
+
+    def looks(own_cores: float, others_running: int = 0) -> list[options.CpuSample]:
+        start = options.CpuSample(0.0, 1000, 5.0, 0)
+        middle = options.CpuSample(window / 2, 1000, 5.0, others_running)
+        return [start, middle, options.CpuSample(window, 1000 + every_core_busy, 5.0 + own_cores * window, 0)]
+
+    assert _scripted(monkeypatch, looks(own_cores=n)) == n  # all of it this process's own (spinning workers)
+    assert _scripted(monkeypatch, looks(own_cores=n - 1)) == n - 1  # one core's worth from other processes
+    assert _scripted(monkeypatch, looks(own_cores=0)) == 0
+    if n == os.cpu_count():  # procs_running counts every CPU, so it is looked at only where all are usable
+        assert _scripted(monkeypatch, looks(own_cores=n, others_running=1)) == n - 1
+
+
+def test_without_proc_the_load_average_beyond_this_process_counts(monkeypatch):
+    n = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0 + n, 0.0, 0.0))
+    assert _scripted(monkeypatch, [None]) == 0
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 0.0, 0.0))
+    assert _scripted(monkeypatch, [None]) == n
+
+
+def test_a_process_spinning_on_a_core_leaves_it_out_of_the_idle_cores():
+    # Only "at most": other developers' work on a shared machine can only take more cores.
+    usable = len(os.sched_getaffinity(0))
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"], stdout=subprocess.PIPE
+    )
+    try:
+        assert spinner.stdout.readline() == b"spinning\n"
+        assert options.idle_cores() <= usable - 1
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -147,7 +148,8 @@ def threads_for(config: RunConfig, engine, model: nn.Module, data: Dataset) -> i
     One thread where per-update products are small (a second one only hands work back and forth) and on a
     busy machine: there a second thread waits for a core at every parallel region, 75-410x slower in issue 9's
     measurements, even for full-batch products of 8192 rows (bench/bench_busy.py). More only where a chunk's
-    forward pass reaches PARALLEL_FLOPS, and then no more than the cores idle at the start of the run.
+    forward pass reaches PARALLEL_FLOPS, and then no more than the cores other processes leave idle as the run
+    starts (idle_cores, which watches them for WINDOW_SECONDS: only runs that pass PARALLEL_FLOPS pay it).
     """
     if config.threads:
         return config.threads
@@ -163,32 +165,91 @@ def threads_for(config: RunConfig, engine, model: nn.Module, data: Dataset) -> i
     return max(1, min(torch.get_num_threads(), idle_cores()))
 
 
+# How long idle_cores watches the other processes: 10 ticks of the 100 Hz clock (USER_HZ) that /proc/stat counts
+# in. Each CPU's count can be a tick off at either end, so the figure is within ~0.1-0.2 core on 2 cores, well
+# inside the half core that rounding to whole cores forgives; a longer window would cost every large run more.
+WINDOW_SECONDS = 0.1
+
+
 def idle_cores() -> int:
-    """Usable cores that other work is not using now: the usable cores, less the larger of the runnable
-    tasks besides this one (Linux /proc/stat, three looks 2 ms apart) and the 1-minute load average beyond
-    this process."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    others = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
-    for look in range(3):
-        running = _procs_running()
-        if running is None:
-            break
-        others = max(others, running - 1.0)
-        if look < 2:
-            time.sleep(0.002)
+    """Usable cores that other processes leave idle now: the usable cores, less the larger of two looks at
+    the others' work, taken over WINDOW_SECONDS (Linux /proc):
+
+    - their CPU time on the usable cores: the busy ticks of those CPUs in /proc/stat, less this process's own
+      CPU time over the window (its OpenMP workers may still spin after a parallel region), per second;
+    - their runnable tasks (procs_running less this process's running threads), the most of three looks;
+      procs_running counts every CPU's tasks, so only where this process may use every CPU.
+
+    Not the load average: its 1-minute figure counts this process's own past work. In `make bench`, after
+    Cadence and the plain loop had just run on two threads it stood near 2, so the next Cadence run took one
+    thread on an otherwise idle 2-core machine, and lost ~10% on mini-batch and ~40% on full-batch against two
+    threads. Where /proc is missing (macOS) the load average beyond this process is all there is to go on.
+    """
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    usable = len(cpus) or os.cpu_count() or 1
+    first = _cpu_sample(cpus)
+    if first is None:
+        others = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
+        return max(0, round(usable - others))
+    samples = [first]
+    for _ in range(2):
+        time.sleep(WINDOW_SECONDS / 2)
+        samples.append(_cpu_sample(cpus) or samples[-1])
+    last = samples[-1]
+    seconds = last.seconds - first.seconds
+    busy = (last.busy_ticks - first.busy_ticks) / os.sysconf("SC_CLK_TCK") - (last.own_cpu - first.own_cpu)
+    others = busy / seconds if seconds > 0 else 0.0
+    if usable == os.cpu_count():
+        others = max(others, *(s.others_running for s in samples))
     return max(0, round(usable - others))
 
 
-def _procs_running() -> int | None:
-    """Tasks runnable right now, this one included (Linux), or None where /proc/stat cannot tell."""
+class CpuSample(NamedTuple):
+    """One look at the machine for idle_cores."""
+
+    seconds: float  # time.monotonic()
+    busy_ticks: int  # user+nice+system+irq+softirq+steal of the usable CPUs, in USER_HZ ticks (/proc/stat)
+    own_cpu: float  # this process's CPU time so far, every thread (time.process_time())
+    others_running: int  # runnable tasks that are not this process's threads
+
+
+def _cpu_sample(cpus: set[int]) -> CpuSample | None:
+    """A look at /proc/stat for the CPUs in `cpus` (the aggregate line where empty), or None without it."""
+    own_cpu, now = time.process_time(), time.monotonic()
+    names = {f"cpu{c}".encode() for c in cpus} or {b"cpu"}
+    busy, running = 0, None
     try:
         with open("/proc/stat", "rb") as f:
             for line in f:
-                if line.startswith(b"procs_running "):
-                    return int(line.split()[1])
-    except OSError:
+                fields = line.split()
+                if fields and fields[0] in names:
+                    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+                    user, nice, system, _, _, irq, softirq, steal = (int(v) for v in fields[1:9])
+                    busy += user + nice + system + irq + softirq + steal
+                elif line.startswith(b"procs_running "):
+                    running = int(fields[1])
+    except (OSError, ValueError):
         return None
-    return None
+    if running is None:
+        return None
+    return CpuSample(now, busy, own_cpu, max(0, running - _own_running_threads()))
+
+
+def _own_running_threads() -> int:
+    """This process's threads in state R (running or runnable), at least the one asking."""
+    count = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        count += stat[stat.rindex(b")") + 2 :].startswith(b"R")  # the state follows the parenthesized name
+    return max(1, count)
 
 
 @contextmanager
