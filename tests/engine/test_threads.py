@@ -99,16 +99,18 @@ def test_this_process_s_own_cpu_time_is_not_counted_as_busy_cores(monkeypatch):
     window = 0.1
     every_core_busy = round(n * window * hz)  # busy ticks of the usable CPUs over the window
 
-    def looks(own_cores: float, others_running: int = 0) -> list[options.CpuSample]:
-        start = options.CpuSample(0.0, 1000, 5.0, 0)
-        middle = options.CpuSample(window / 2, 1000, 5.0, others_running)
-        return [start, middle, options.CpuSample(window, 1000 + every_core_busy, 5.0 + own_cores * window, 0)]
+    def looks(own_cores: float, others_running: tuple[int, int, int] = (0, 0, 0)) -> list[options.CpuSample]:
+        start = options.CpuSample(0.0, 1000, 5.0, others_running[0])
+        middle = options.CpuSample(window / 2, 1000, 5.0, others_running[1])
+        end = options.CpuSample(window, 1000 + every_core_busy, 5.0 + own_cores * window, others_running[2])
+        return [start, middle, end]
 
     assert _scripted(monkeypatch, looks(own_cores=n)) == n  # all of it this process's own (spinning workers)
     assert _scripted(monkeypatch, looks(own_cores=n - 1)) == n - 1  # one core's worth from other processes
     assert _scripted(monkeypatch, looks(own_cores=0)) == 0
     if n == os.cpu_count():  # procs_running counts every CPU, so it is looked at only where all are usable
-        assert _scripted(monkeypatch, looks(own_cores=n, others_running=1)) == n - 1
+        assert _scripted(monkeypatch, looks(own_cores=n, others_running=(1, 1, 1))) == n - 1
+        assert _scripted(monkeypatch, looks(own_cores=n, others_running=(2, 0, 0))) == n  # a task for a moment
 
 
 def test_without_proc_the_load_average_beyond_this_process_counts(monkeypatch):

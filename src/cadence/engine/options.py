@@ -177,8 +177,10 @@ def idle_cores() -> int:
 
     - their CPU time on the usable cores: the busy ticks of those CPUs in /proc/stat, less this process's own
       CPU time over the window (its OpenMP workers may still spin after a parallel region), per second;
-    - their runnable tasks (procs_running less this process's running threads), the most of three looks;
-      procs_running counts every CPU's tasks, so only where this process may use every CPU.
+    - their tasks runnable at each of three looks across the window (procs_running less this process's
+      running threads): the fewest, since one look can catch a task that runs for a moment (on the shared
+      2-core machine one look in 20 saw 2 with no busy tick in the window); and only where this process
+      may use every CPU, as procs_running counts them all.
 
     Not the load average: its 1-minute figure counts this process's own past work. In `make bench`, after
     Cadence and the plain loop had just run on two threads it stood near 2, so the next Cadence run took one
@@ -200,7 +202,7 @@ def idle_cores() -> int:
     busy = (last.busy_ticks - first.busy_ticks) / os.sysconf("SC_CLK_TCK") - (last.own_cpu - first.own_cpu)
     others = busy / seconds if seconds > 0 else 0.0
     if usable == os.cpu_count():
-        others = max(others, *(s.others_running for s in samples))
+        others = max(others, min(s.others_running for s in samples))
     return max(0, round(usable - others))
 
 
