@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -117,6 +118,23 @@ def test_policy_skip_drops_the_update_unchanged_counts_it_and_trains_on(digits, 
     assert run.stop_reason == "budget" and run.skipped_updates == 2 and run.updates == 120
     assert trained == order[:50] + order[51:80] + order[81:122]
     assert run.summary()["skipped_updates"] == 2
+
+
+def test_policy_skip_on_the_compiled_kernel_trains_the_rest_of_its_run(digits, monkeypatch):
+    """The kernel applies thousands of one-sample updates per call: after the one it skips, the rest of
+    that call's run is trained too, none dropped."""
+    x = digits.x_train.clone()
+    order = epoch_order(len(x), 0, 0).tolist()
+    x[order[50]] = torch.finfo(torch.float32).max  # finite, but its forward pass overflows
+    data = dataclasses.replace(digits, x_train=x)
+    model = cadence.models.build_model(cadence.RunConfig().model.model_copy(update={"spec": "mlp:32"}), (64,), 10)
+    with torch.no_grad():
+        model[1].weight.abs_()  # every first-layer sum of that sample is +inf
+    config = {**BASE, "model": {"spec": "mlp:32"}, "stop": {"max_epochs": 1, "on_nonfinite": "skip"}}
+    run, trained = _train(monkeypatch, model, data, config)
+    assert run.engine == "c-kernel"
+    assert (run.stop_reason, run.skipped_updates, run.updates) == ("budget", 1, len(x) - 1)
+    assert trained == order[:50] + order[51:]
 
 
 def test_policy_skip_diverges_after_max_skips_in_a_row(digits, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 
 from cadence.config import Strategy, StrategyConfig
 from cadence.engine.step import loss_sum
-from cadence.engine.strategies import updates
+from cadence.engine.strategies import epoch_block, rows_of, updates
 from cadence.errors import ConfigError
 from cadence.models import MLP
 
@@ -93,3 +93,24 @@ def test_chunked_full_batch_gradient_equals_the_one_shot_gradient(digits):
     torch.nn.functional.cross_entropy(m(x), y).backward()
     for a, p in zip(one_shot, m.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        StrategyConfig(name=Strategy.ONLINE),
+        StrategyConfig(name=Strategy.MINI_BATCH, batch_size=8, accumulate=2, chunk_size=5),
+        StrategyConfig(name=Strategy.FULL_BATCH, chunk_size=30),
+    ],
+)
+def test_a_run_of_updates_sliced_anywhere_holds_the_same_updates_and_rows(cfg):
+    """The loop takes runs as slices of an epoch's Block; an engine may read only their rows."""
+    block = epoch_block(cfg, 100, 0, epoch=1, position=0)
+    whole = list(block)
+    assert sum(u.n_samples for u in whole) == 100 and whole[-1].epoch_end and block.epoch_end
+    for k in {1, 3, len(block) - 1} & set(range(1, len(block))):  # none for full-batch: one update
+        head, tail = block[:k], block[k:]
+        assert [u.position for u in [*head, *tail]] == [u.position for u in whole]
+        assert torch.equal(rows_of(head), torch.cat([c for u in whole[:k] for c in u.chunks]))
+        assert torch.equal(rows_of(tail), rows_of(whole[k:]))
+        assert head.n_samples + tail.n_samples == 100 and not head.epoch_end

@@ -1,23 +1,24 @@
 """Faults during a run: SIGINT/SIGTERM become a clean stop, and non-finite updates follow a policy.
 
-The Guard hands the loop its updates (so a rollback can rewind them) and decides what a non-finite update
-means under `stop.on_nonfinite`: `stop` ends the run as diverged with the last good weights; `skip` drops
-the update (weights bitwise unchanged) and counts it, diverged after `max_skips` in a row; `rollback`
-restores the newest checkpoint, scales the lr by `rollback_lr_factor` and replays, skipping the offending
-update. Checkpoint files are checkpoint.py's; what is restored is resume.py's.
+The Guard hands the loop its runs of updates (from the state's position, so a skip or a rollback moves
+where they continue) and decides what a non-finite update means under `stop.on_nonfinite`: `stop` ends the
+run as diverged with the last good weights; `skip` drops the update (weights bitwise unchanged) and counts
+it, diverged after `max_skips` in a row; `rollback` restores the newest checkpoint, scales the lr by
+`rollback_lr_factor` and replays, skipping the offending update. Checkpoint files are checkpoint.py's; what
+is restored is resume.py's.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from cadence.engine import checkpoint, resume
 from cadence.engine.events import TrainState
 from cadence.engine.stopping import StopReason
-from cadence.engine.strategies import Update, updates
+from cadence.engine.strategies import Update, epoch_block
 from cadence.errors import ConfigError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -44,7 +45,6 @@ class Guard:
         self._last_bad_at = -1  # state.updates at the last non-finite update
         self._rollbacks: dict[str, int] = {}  # checkpoint path -> rollbacks to it
         self._bad: list[list[int]] = []  # [epoch, position] of every update rolled back over
-        self._rewound = False
 
     # --- signals ---------------------------------------------------------------------------------------
 
@@ -83,21 +83,22 @@ class Guard:
 
     # --- the updates, rewindable -----------------------------------------------------------------------
 
-    def updates(self) -> Iterator[Update]:
-        """The strategy's updates from the state's position on, minus those rolled back over; restarts
-        from the restored position after a rollback. Yields nothing for a resumed run that had finished."""
+    def take(self, limit: int) -> Sequence[Update]:
+        """The next run of consecutive updates from the state's position: at most `limit`, within one epoch,
+        stepping past those rolled back over. Read from the state each time, so after a skip or a rollback
+        the next run starts where the state now is. Empty for a resumed run that had finished."""
         s = self.state
         if s.stop_reason is not None:
-            return
+            return ()
         while True:
-            self._rewound = False
-            for update in updates(s.config.strategy, s.n_train, s.config.seed, *s.next_position()):
-                if [update.epoch, update.position] in s.skipped_positions:
-                    self._advance(update)
-                    continue
-                yield update
-                if self._rewound:
-                    break
+            block = epoch_block(s.config.strategy, s.n_train, s.config.seed, *s.next_position())[:limit]
+            bad = [p for e, p in s.skipped_positions if e == block.epoch and block.start < p <= block.stop]
+            if not bad:
+                return block
+            first = (min(bad) - block.start - 1) // block.size  # the update that ends at that position
+            if first:
+                return block[:first]
+            self._advance(block[0])
 
     def _advance(self, update: Update) -> None:
         """Move the data position past an update that was not applied."""
@@ -144,7 +145,6 @@ class Guard:
         s.skipped_positions += new
         s.skipped_updates += len(new)
         scale_lr(s, c.rollback_lr_factor**times)
-        self._rewound = True
         return None
 
 

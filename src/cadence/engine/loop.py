@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from cadence.engine.options import device_for, run_schedule, step_options, threa
 from cadence.engine.run import Run
 from cadence.engine.step import Engine
 from cadence.engine.stopping import Stopping, StopReason, budget_note
-from cadence.engine.strategies import Update
+from cadence.engine.strategies import Block, Update
 from cadence.errors import ConfigError, clip
 from cadence.models import build_model
 from cadence.models.artefact import describe_inputs
@@ -168,7 +168,7 @@ def train(
     model, data = prepare(model, data, config)
     state, data, engine, guard = start(model, data, config, callbacks, ckpt, allow_changes)
     # Every check has passed; from here on, state changes.
-    reason, pending = state.stop_reason, guard.updates()  # stop_reason: a resumed run that had finished
+    reason = state.stop_reason  # a resumed run that had finished
     begin = time.perf_counter() - state.seconds  # a resumed run continues its clock
     threads = threads_for(config, engine, model, data)
     with torch_threads(threads), guard.signals():
@@ -178,7 +178,7 @@ def train(
             model.train()
             while reason is None:
                 t0 = time.perf_counter()
-                updates = take(pending, run_length(state, engine, callbacks))
+                updates = guard.take(run_length(state, engine, callbacks))
                 if not updates:
                     break
                 applied = engine.apply(updates)  # in order; stops before a non-finite loss or gradient
@@ -279,7 +279,7 @@ def on_device(data: Dataset, device: torch.device) -> Dataset:
 def run_length(state: TrainState, engine: Engine, callbacks: Sequence[Callback]) -> int:
     """How many updates the next run may hold: at most the engine's (and the strategy's) run, never past an
     evaluation, a budget in updates or samples, or an update a callback must see with that update's
-    weights. Epoch ends close runs in `take`."""
+    weights. Epoch ends close runs (Guard.take)."""
     if any(_sees_every_update(cb) for cb in callbacks):
         return 1
     config = state.config
@@ -295,22 +295,17 @@ def _sees_every_update(cb: Callback) -> bool:
     return type(cb).on_update_end is not Callback.on_update_end and cb.exact_updates
 
 
-def take(pending: Iterator[Update], limit: int) -> list[Update]:
-    """The next run of consecutive updates: at most `limit`, ending at an epoch end."""
-    run = []
-    for update in pending:
-        run.append(update)
-        if update.epoch_end or len(run) >= limit:
-            break
-    return run
-
-
 def advance(state: TrainState, done: Sequence[Update]) -> None:
     """Count the updates just applied and note where in the data they ended."""
+    last = done[-1]
     state.updates += len(done)
-    state.samples += sum(u.n_samples for u in done)
-    state.epoch, state.position = done[-1].epoch, done[-1].position
-    state.epochs_done += sum(u.epoch_end for u in done)
+    if isinstance(done, Block):  # one epoch's consecutive updates: no Update objects made
+        state.samples += done.n_samples
+        state.epochs_done += last.epoch_end
+    else:
+        state.samples += sum(u.n_samples for u in done)
+        state.epochs_done += sum(u.epoch_end for u in done)
+    state.epoch, state.position = last.epoch, last.position
     state.lr = state.optimizer.param_groups[0]["lr"]
 
 
@@ -410,4 +405,4 @@ def _finish(
     )
 
 
-__all__ = ["Strategy", "advance", "prepare", "resolve_config", "run_length", "start", "take", "train"]
+__all__ = ["Strategy", "advance", "prepare", "resolve_config", "run_length", "start", "train"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from cadence.engine.fast.predicate import mlp_layers, optimizer_kind
 from cadence.engine.step import Applied, step_schedule
-from cadence.engine.strategies import Update
+from cadence.engine.strategies import Update, rows_of
 from cadence.errors import DataError
 
 KERNEL_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
@@ -217,7 +217,7 @@ class OnlineKernel(Bound):
         """Train the updates in order, stopping before the first whose loss or gradient is not finite."""
         dims = [self.n_features] + [lin.out_features for lin in self.linears]
         net = self.net(3 * sum(dims))
-        idx = torch.cat([u.chunks[0] for u in updates])
+        idx = rows_of(updates)  # one row per update
         losses = torch.empty(len(updates))
         y_int, y_float = self.targets(self.y)
         done = kernel().cadence_mlp_online(
