@@ -16,7 +16,7 @@ import fashion
 import references as ref
 from bench_online import row
 from cadence.engine import train
-from common import RUN, flops_per_sample, fresh_model, initial_state, interleaved, threads
+from common import RUN, flops_per_sample, fresh_model, initial_state, interleaved, threads, threads_seen
 
 LR, UPDATES = 0.1, 3
 THREADS = bench_minibatch.THREADS
@@ -46,12 +46,13 @@ def main() -> dict:
 
 
 def _measure(data, state) -> dict:
-    used: dict[str, int] = {}
+    used: dict[str, list[int]] = {}
     best = ceiling.Best(8192, THREADS)
 
     def cadence(name: str):
         def measure(_r: int) -> float:
-            seconds, used[name] = cadence_seconds(data, state, autograd=name == "autograd")
+            seconds, n = cadence_seconds(data, state, autograd=name == "autograd")
+            used.setdefault(name, []).append(n)
             return seconds
 
         return measure
@@ -67,12 +68,16 @@ def _measure(data, state) -> dict:
         row(
             "cadence full-batch",
             measured["fast"],
-            used["fast"],
+            threads_seen(used["fast"]),
             note=f"batch engine, {UPDATES} updates per round",
             unit=unit,
         ),
         row(
-            "cadence full-batch, autograd path", measured["autograd"], used["autograd"], note="autograd", unit=unit
+            "cadence full-batch, autograd path",
+            measured["autograd"],
+            threads_seen(used["autograd"]),
+            note="autograd",
+            unit=unit,
         ),
         row(
             "plain eager loop, whole set at once",

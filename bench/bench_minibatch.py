@@ -17,7 +17,7 @@ import fashion
 import references as ref
 from bench_online import row
 from cadence.engine import train
-from common import RUN, fresh_model, initial_state, interleaved, threads
+from common import RUN, fresh_model, initial_state, interleaved, threads, threads_seen
 
 LR, BATCH = 0.01, 100
 QUICK = os.environ.get("CADENCE_BENCH_QUICK") == "1"
@@ -51,13 +51,14 @@ def main() -> dict:
     state = initial_state()
     n_threads = THREADS or torch.get_num_threads()
     acc: dict[str, float] = {}
-    used: dict[str, int] = {}  # threads each Cadence run chose (the default chooses from the work and the load)
+    used: dict[str, list[int]] = {}  # threads each Cadence round chose (the default: from the work and the load)
     best = ceiling.Best(BATCH, THREADS)
     n_tutorial = 6000 if QUICK else 20000
 
     def cadence(name: str):
         def measure(_r: int) -> float:
-            rate, acc[name], used[name] = cadence_run(data, state, THREADS, autograd=name == "autograd")
+            rate, acc[name], n = cadence_run(data, state, THREADS, autograd=name == "autograd")
+            used.setdefault(name, []).append(n)
             return rate
 
         return measure
@@ -90,12 +91,16 @@ def main() -> dict:
         measured = interleaved(systems)
     rows = [
         row(
-            "cadence mini-batch", measured["fast"], used["fast"], acc["fast"], "batch engine, one epoch per round"
+            "cadence mini-batch",
+            measured["fast"],
+            threads_seen(used["fast"]),
+            acc["fast"],
+            "batch engine, one epoch per round",
         ),
         row(
             "cadence mini-batch, autograd path",
             measured["autograd"],
-            used["autograd"],
+            threads_seen(used["autograd"]),
             acc["autograd"],
             "autograd",
         ),

@@ -71,6 +71,12 @@ def ratios(ours: list[float], theirs: list[float], higher_is_better: bool = True
     return {**spread(per_round), "by_round": per_round}
 
 
+def threads_seen(rounds: list[int]) -> int | str:
+    """The threads a system ran on: the count when every round used the same, else every round's
+    ("2,2,1,1,2": the default thread policy chose differently as the load changed)."""
+    return rounds[0] if len(set(rounds)) == 1 else ",".join(map(str, rounds))
+
+
 def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
