@@ -36,12 +36,12 @@ class Update:
     offsets: tuple[int, ...] | None = None  # first sample of each chunk in the update; None: one after another
 
 
-@lru_cache(maxsize=4)  # a run's takes re-read the epoch's order: one draw (about 1 ms for 60,000) per epoch
+@lru_cache(maxsize=2)  # a run's takes re-read the epoch's order: one draw (about 1 ms for 60,000) per epoch
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
     """The sample order of `epoch`: a permutation drawn from its own generator, seeded by (seed, epoch).
     Shared between callers: read it, never write it."""
     if not shuffle:
-        return torch.arange(n)
+        return _arange(n)
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=gen)
 
@@ -157,22 +157,6 @@ def check(config: StrategyConfig, n: int) -> None:
         )
 
 
-def blocks(
-    config: StrategyConfig, n: int, seed: int, start_epoch: int = 0, start_position: int = 0
-) -> Iterator[Block]:
-    """Yield, forever (the loop's budget ends the run), the rest of each epoch from (start_epoch,
-    start_position) as one Block: an epoch's one update for full-batch, its batches or samples otherwise.
-
-    Raises:
-        ConfigError: as `check`.
-    """
-    check(config, n)
-    epoch, position = start_epoch, start_position
-    while True:
-        yield epoch_block(config, n, seed, epoch, position)
-        epoch, position = epoch + 1, 0
-
-
 def epoch_block(config: StrategyConfig, n: int, seed: int, epoch: int, position: int) -> Block:
     """The updates of `epoch` from sample `position` on (call `check` first)."""
     if config.name == Strategy.FULL_BATCH:
@@ -193,10 +177,14 @@ def _arange(n: int) -> torch.Tensor:
 def updates(
     config: StrategyConfig, n: int, seed: int, start_epoch: int = 0, start_position: int = 0
 ) -> Iterator[Update]:
-    """Yield updates forever (the loop's budget ends the run), starting at (start_epoch, start_position).
+    """Yield updates forever (the loop's budget ends the run), starting at (start_epoch, start_position):
+    each epoch's Block, one update at a time.
 
     Raises:
         ConfigError: as `check`.
     """
-    for block in blocks(config, n, seed, start_epoch, start_position):
-        yield from block
+    check(config, n)
+    epoch, position = start_epoch, start_position
+    while True:
+        yield from epoch_block(config, n, seed, epoch, position)
+        epoch, position = epoch + 1, 0
