@@ -43,6 +43,19 @@ def _command() -> str:
     return " ".join(["cadence", *sys.argv[1:]])
 
 
+def _save(out: Path | None, kind: str, stem: str, result, dataset, figure) -> tuple[dict, Path]:
+    """The record of an lr-find or batch-size result (with the data and the command), written as
+    `<stem>.json` with its figure `<stem>.png` into the run folder; returns the record and the figure's path."""
+    from cadence.reports.tuning import save_png  # matplotlib: imported by the commands that draw, not at start
+
+    folder = _out(out, kind)
+    record = {**result.to_dict(), "data": dataset.describe(), "command": _command()}
+    (folder / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    png = folder / f"{stem}.png"
+    save_png(figure(record), png)
+    return record, png
+
+
 @app.command("lr-find")
 @config_options()
 def lr_find(
@@ -65,7 +78,7 @@ def lr_find(
     """
     try:
         from cadence.data.datasets import load_data
-        from cadence.reports.tuning import lr_find_figure, save_png
+        from cadence.reports.tuning import lr_find_figure
         from cadence.tuning import lr_range_test
 
         cfg = _run_config(config, overrides)
@@ -81,10 +94,7 @@ def lr_find(
             diverge=diverge,
             rule=rule,
         )
-        folder = _out(out, "lr-find")
-        record = {**result.to_dict(), "data": dataset.describe(), "command": _command()}
-        (folder / "lr_find.json").write_text(json.dumps(record, indent=1) + "\n")
-        save_png(lr_find_figure(record), folder / "lr_find.png")
+        record, png = _save(out, "lr-find", "lr_find", result, dataset, lr_find_figure)
     except (CadenceError, OSError) as err:
         _fail(err, debug)
     if as_json:
@@ -97,7 +107,7 @@ def lr_find(
     other = {r: lr for r, lr in result.suggestions.items() if r != rule}
     for r, lr in other.items():
         out_console.print(f"{r} rule: {'no suggestion' if lr is None else f'lr {lr:.3g}'}", highlight=False)
-    out_console.print(f"plot: {folder / 'lr_find.png'}")
+    out_console.print(f"plot: {png}")
     if result.suggestion is None:
         raise typer.Exit(1)
 
@@ -123,7 +133,7 @@ def batch_size(
     try:
         from cadence.data.datasets import load_data
         from cadence.errors import ConfigError
-        from cadence.reports.tuning import batch_size_figure, batch_size_table, save_png
+        from cadence.reports.tuning import batch_size_figure, batch_size_table
         from cadence.tuning.batch_size import advise_batch_size
 
         try:
@@ -143,10 +153,7 @@ def batch_size(
             draws=draws,
             timing_updates=timing_updates,
         )
-        folder = _out(out, "batch-size")
-        record = {**advice.to_dict(), "data": dataset.describe(), "command": _command()}
-        (folder / "batch_size.json").write_text(json.dumps(record, indent=1) + "\n")
-        save_png(batch_size_figure(record), folder / "batch_size.png")
+        record, png = _save(out, "batch-size", "batch_size", advice, dataset, batch_size_figure)
     except (CadenceError, OSError) as err:
         _fail(err, debug)
     if as_json:
@@ -158,7 +165,7 @@ def batch_size(
         out_console.print(f"[bold]{advice.advice}[/]", highlight=False, soft_wrap=True)
         for note in advice.notes:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-        out_console.print(f"plot: {folder / 'batch_size.png'}")
+        out_console.print(f"plot: {png}")
 
 
 @app.command("tune")
